@@ -1,0 +1,90 @@
+"""Build the optional compiled speedups.
+
+The extension is optional: if it cannot be built (no compiler, PyPy, or
+VOLLEYIO_NO_EXTENSIONS=1 at build time) the package installs with the pure-Python
+twins and says so. Wheel builds set VOLLEYIO_REQUIRE_EXTENSIONS=1 so a failed
+build is an error there, never a silently slow wheel.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import sys
+
+from setuptools import Extension, setup
+from setuptools.command.build_ext import build_ext
+
+REQUIRE = os.environ.get("VOLLEYIO_REQUIRE_EXTENSIONS") == "1"
+SKIP = os.environ.get("VOLLEYIO_NO_EXTENSIONS") == "1" or platform.python_implementation() != "CPython"
+
+
+def _extensions() -> list[Extension]:
+    if SKIP and not REQUIRE:
+        return []
+    extra_compile_args: list[str] = []
+    if sys.platform != "win32":
+        extra_compile_args = ["-O3", "-fno-strict-aliasing"]
+    else:
+        extra_compile_args = ["/O2"]
+    sources = ["ext/_compiled.pyx", "ext/vio_simd.c"]
+    if not all(os.path.exists(s) for s in sources):
+        return []
+    return [
+        Extension(
+            "volleyio._speedups._compiled",
+            sources=sources,
+            include_dirs=["ext"],
+            extra_compile_args=extra_compile_args,
+        )
+    ]
+
+
+class OptionalBuildExt(build_ext):
+    """Fall back to the pure-Python twins when compiling fails, unless required."""
+
+    def run(self) -> None:
+        try:
+            super().run()
+        except Exception as exc:  # noqa: BLE001 - any build failure means "fall back"
+            self._fallback(exc)
+
+    def build_extension(self, ext: Extension) -> None:
+        try:
+            super().build_extension(ext)
+        except Exception as exc:  # noqa: BLE001
+            self._fallback(exc)
+
+    def _fallback(self, exc: BaseException) -> None:
+        if REQUIRE:
+            raise exc
+        sys.stderr.write(
+            "\n*** volleyio: the compiled speedups could not be built "
+            f"({exc.__class__.__name__}: {exc}).\n"
+            "*** Installing the pure-Python implementation: same behaviour, lower speed.\n\n"
+        )
+
+
+def _cythonize(exts: list[Extension]) -> list[Extension]:
+    if not exts:
+        return exts
+    try:
+        from Cython.Build import cythonize
+    except ImportError:
+        if REQUIRE:
+            raise
+        sys.stderr.write("*** volleyio: Cython not available; installing pure-Python twins only.\n")
+        return []
+    return cythonize(
+        exts,
+        compiler_directives={
+            "language_level": 3,
+            "boundscheck": False,
+            "wraparound": False,
+            "cdivision": True,
+            "initializedcheck": False,
+        },
+    )
+
+
+setup(ext_modules=_cythonize(_extensions()), cmdclass={"build_ext": OptionalBuildExt})

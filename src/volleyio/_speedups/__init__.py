@@ -1,0 +1,99 @@
+"""The hot loops behind the WebSocket protocol: one API, two implementations.
+
+``volleyio._speedups._compiled`` (Cython + C with runtime SIMD dispatch, built from
+``ext/``) and ``volleyio._speedups._pure`` (standard library only) export the same
+functions with the same results, down to close codes and error offsets.
+
+Selection happens at import: the compiled module when it is importable, the pure
+twin otherwise or when ``VOLLEYIO_NO_EXTENSIONS=1`` is set. ``IMPLEMENTATION``
+names the one in use ("compiled" or "python").
+
+Callers must look functions up on this module (``_speedups.parse_frames``), not
+import them by name, so that :func:`select` (used by the test suite to run every
+test over both implementations) takes effect.
+
+Contract (see the docstrings in ``_pure`` for the details):
+
+``mask(data, key, offset=0) -> bytes``
+    XOR ``data`` with the 4-byte ``key``, starting at key byte ``offset % 4``.
+``mask_inplace(buffer, key, offset=0) -> None``
+    The same, writing into a writable buffer (bytearray, writable memoryview).
+``validate_utf8(data) -> int``
+    ``-1`` if ``data`` is complete, valid UTF-8 (RFC 3629: no overlongs, no
+    surrogates, nothing above U+10FFFF). Otherwise the offset of the first byte that
+    cannot continue any valid UTF-8 string, or ``len(data)`` when the data is a valid
+    but truncated prefix.
+``Utf8Validator()``
+    Incremental validation across fragments: ``feed(data) -> int`` returns ``-1``
+    while everything fed so far is a valid prefix, else the offset *within this
+    chunk* of the first bad byte (the validator then stays failed and every later
+    ``feed`` returns 0); ``complete`` is True when no partial sequence is pending;
+    ``reset()`` starts over.
+``parse_frames(data, mask_required, max_payload, allowed_rsv, decode_text) -> (frames, consumed, error)``
+    Parse every complete frame at the start of ``data``. ``frames`` is a list of
+    ``(opcode, fin, rsv, payload)`` tuples with the payload unmasked; when
+    ``decode_text`` is true, an unfragmented text frame with no RSV bits (opcode 1,
+    fin 1, rsv 0) has its payload as ``str`` (invalid UTF-8 is error 1007).
+    ``consumed`` is the number of bytes of ``data`` the returned frames used.
+    ``error`` is ``None`` or ``(close_code, reason)`` for the first frame that breaks
+    a rule; frames before it are still returned and ``consumed`` stops at it.
+``encode_frame(opcode, payload, fin=True, rsv=0, mask_key=None) -> bytes``
+    One frame, header and (masked when ``mask_key`` is given) payload.
+"""
+
+from __future__ import annotations
+
+import os
+from types import ModuleType
+from typing import Any
+
+from . import _pure
+
+IMPLEMENTATION: str = "python"
+
+_EXPORTS = ("mask", "mask_inplace", "validate_utf8", "Utf8Validator", "parse_frames", "encode_frame")
+
+
+def _load_compiled() -> ModuleType | None:
+    try:
+        from . import _compiled  # type: ignore[attr-defined]
+    except ImportError:
+        return None
+    return _compiled  # type: ignore[no-any-return]
+
+
+def available() -> dict[str, ModuleType]:
+    """The implementations that can be loaded here, by name."""
+    found: dict[str, ModuleType] = {"python": _pure}
+    compiled = _load_compiled()
+    if compiled is not None:
+        found["compiled"] = compiled
+    return found
+
+
+def select(name: str) -> str:
+    """Switch this module to implementation ``name``; return the previous name."""
+    global IMPLEMENTATION
+    impls = available()
+    if name not in impls:
+        raise ImportError(f"volleyio speedups implementation {name!r} is not available")
+    module = impls[name]
+    previous = IMPLEMENTATION
+    namespace: dict[str, Any] = globals()
+    for attr in _EXPORTS:
+        namespace[attr] = getattr(module, attr)
+    IMPLEMENTATION = name
+    return previous
+
+
+mask = _pure.mask
+mask_inplace = _pure.mask_inplace
+validate_utf8 = _pure.validate_utf8
+Utf8Validator = _pure.Utf8Validator
+parse_frames = _pure.parse_frames
+encode_frame = _pure.encode_frame
+
+if os.environ.get("VOLLEYIO_NO_EXTENSIONS", "") not in ("", "0") or _load_compiled() is None:
+    select("python")
+else:
+    select("compiled")
