@@ -75,16 +75,25 @@ def _cythonize(exts: list[Extension]) -> list[Extension]:
             raise
         sys.stderr.write("*** volleyio: Cython not available; installing pure-Python twins only.\n")
         return []
-    return cythonize(
-        exts,
-        compiler_directives={
-            "language_level": 3,
-            "boundscheck": False,
-            "wraparound": False,
-            "cdivision": True,
-            "initializedcheck": False,
-        },
-    )
+    try:
+        return cythonize(
+            exts,
+            compiler_directives={
+                "language_level": 3,
+                "boundscheck": False,
+                "wraparound": False,
+                "cdivision": True,
+                "initializedcheck": False,
+            },
+        )
+    except Exception as exc:  # noqa: BLE001 - a failed translation means "fall back"
+        if REQUIRE:
+            raise
+        sys.stderr.write(
+            f"*** volleyio: Cython could not translate the extension ({exc.__class__.__name__}: {exc});"
+            " installing the pure-Python twins only.\n"
+        )
+        return []
 
 
 setup(ext_modules=_cythonize(_extensions()), cmdclass={"build_ext": OptionalBuildExt})

@@ -8,7 +8,7 @@ setup_python_env() {
   if [ ! -x "$PY" ]; then
     python3 -m venv "$VENV"
   fi
-  "$PY" -m pip install -q --upgrade pip setuptools wheel "Cython>=3.0.10"
+  "$PY" -m pip install -q --upgrade pip setuptools wheel "Cython>=3.1"
   VOLLEYIO_REQUIRE_EXTENSIONS=1 "$PY" -m pip install -q --no-build-isolation -e ".[test]"
 }
 

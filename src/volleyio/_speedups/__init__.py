@@ -56,10 +56,10 @@ _EXPORTS = ("mask", "mask_inplace", "validate_utf8", "Utf8Validator", "parse_fra
 
 def _load_compiled() -> ModuleType | None:
     try:
-        from . import _compiled  # type: ignore[attr-defined]
+        from . import _compiled
     except ImportError:
         return None
-    return _compiled  # type: ignore[no-any-return]
+    return _compiled
 
 
 def available() -> dict[str, ModuleType]:

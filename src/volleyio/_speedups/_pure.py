@@ -101,7 +101,14 @@ class Utf8Validator:
             self._failed = True
             self._pending = b""
             return max(_first_bad_byte(exc, len(chunk)) - len(pending), 0)
-        self._pending = bytes(chunk[used:])
+        rest = bytes(chunk[used:])
+        if len(rest) >= 2 and rest[0] == 0xED and rest[1] > 0x9F:
+            # CPython's incremental decoder defers this one case (the first two bytes
+            # of a surrogate) to the next call; it can never continue, so fail now.
+            self._failed = True
+            self._pending = b""
+            return max(used + 1 - len(pending), 0)
+        self._pending = rest
         return -1
 
 
