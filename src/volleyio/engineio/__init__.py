@@ -1,0 +1,63 @@
+"""Engine.IO v4, sans-I/O: packets and payloads, the server session manager, the client."""
+
+from __future__ import annotations
+
+from .packets import (
+    MAX_PACKETS_PER_PAYLOAD,
+    EngineIOParseError,
+    Packet,
+    PacketType,
+    decode_payload,
+    decode_websocket_frame,
+    encode_payload,
+    encode_websocket_frame,
+)
+from .server import (
+    AcceptWebSocket,
+    Connected,
+    CorsConfig,
+    Disconnected,
+    DisconnectReason,
+    EngineIOServer,
+    ErrorCode,
+    Event,
+    HttpRequest,
+    HttpResponse,
+    MessageReceived,
+    PollParked,
+    ReadBody,
+    RefuseWebSocket,
+    ServerConfig,
+    Session,
+    Upgraded,
+    WebSocketChannel,
+)
+
+__all__ = [
+    "MAX_PACKETS_PER_PAYLOAD",
+    "AcceptWebSocket",
+    "Connected",
+    "CorsConfig",
+    "Disconnected",
+    "DisconnectReason",
+    "EngineIOParseError",
+    "EngineIOServer",
+    "ErrorCode",
+    "Event",
+    "HttpRequest",
+    "HttpResponse",
+    "MessageReceived",
+    "Packet",
+    "PacketType",
+    "PollParked",
+    "ReadBody",
+    "RefuseWebSocket",
+    "ServerConfig",
+    "Session",
+    "Upgraded",
+    "WebSocketChannel",
+    "decode_payload",
+    "decode_websocket_frame",
+    "encode_payload",
+    "encode_websocket_frame",
+]

@@ -1,0 +1,1049 @@
+"""A sans-I/O Engine.IO v4 server: the session manager an HTTP/WebSocket layer drives.
+
+Nothing here does I/O or reads a clock; every entry point that depends on time takes
+``now`` (seconds, any monotonic origin) as an argument.
+
+How an I/O layer drives it
+--------------------------
+1. Parse the HTTP request line and headers and call :meth:`EngineIOServer.handle_request`.
+   The answer is one of:
+
+   * :class:`HttpResponse` - write it and finish the request.
+   * :class:`PollParked` - a long-polling GET with nothing to send yet. Register a waker
+     with :meth:`EngineIOServer.set_poll_waker` (for example ``trio.Event().set``), then
+     loop: ``response = server.poll_ready(sid, now)``; when it is ``None`` await the
+     waker and try again. If the client goes away first call
+     :meth:`EngineIOServer.poll_cancelled` (the session closes, as in Node).
+   * :class:`ReadBody` - a POST was accepted for a session. Stream the body; as soon as
+     more than ``limit`` bytes arrived call :meth:`EngineIOServer.post_too_large`
+     (413); when complete call :meth:`EngineIOServer.post_body`; if the client
+     disconnects mid-body call :meth:`EngineIOServer.post_aborted`.
+   * :class:`AcceptWebSocket` - complete the WebSocket handshake (101). If
+     ``close_immediately`` is set, close the new WebSocket right away (Node accepts then
+     closes a second WebSocket for a sid that is upgrading or upgraded) and never touch
+     ``channel``. Otherwise feed every received message to ``channel.receive`` and send
+     what ``channel.take_outgoing()`` returns whenever the channel waker fires.
+   * :class:`RefuseWebSocket` - write ``raw_response()`` on the socket and close it.
+
+2. Timers: sleep until :meth:`EngineIOServer.next_deadline` (or until woken because a
+   new deadline was armed, see ``set_timer_waker``) and call
+   :meth:`EngineIOServer.handle_timers`.
+
+3. Application: take events with :meth:`EngineIOServer.take_events` (``set_event_waker``
+   says when there are new ones) and use :class:`Session` (``server.session(sid)``) to
+   send and close.
+
+Backpressure policy
+-------------------
+Each session has a bounded outgoing buffer (``max_buffered_bytes``, default 1 MiB;
+text counts its character length, binary its byte length). A ``send`` that would push
+the buffer over the limit closes the session with reason ``"slow consumer"`` and
+returns ``False``: a client that does not read is cut off rather than growing memory
+without bound. ``send(..., volatile=True)`` instead drops the message (returns
+``False``) when the transport is not writable right now, Node's rule for Socket.IO
+volatile emits: over polling, no GET is parked or packets are already waiting; over
+WebSocket, packets are already waiting (the I/O layer has not drained them yet); during
+an upgrade probe, always.
+``Session.buffered_amount`` lets a caller wait for the buffer to drain before sending.
+"""
+
+from __future__ import annotations
+
+import enum
+import heapq
+import itertools
+import json
+import re
+import secrets
+from collections import deque
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Literal, Union
+from urllib.parse import urlsplit
+
+from .packets import (
+    MAX_PACKETS_PER_PAYLOAD,
+    EngineIOParseError,
+    Packet,
+    PacketType,
+    decode_payload,
+    decode_websocket_frame,
+    encode_payload,
+    encode_websocket_frame,
+)
+
+__all__ = [
+    "AcceptWebSocket",
+    "Connected",
+    "CorsConfig",
+    "Disconnected",
+    "DisconnectReason",
+    "EngineIOServer",
+    "ErrorCode",
+    "Event",
+    "HttpRequest",
+    "HttpResponse",
+    "MessageReceived",
+    "PollParked",
+    "ReadBody",
+    "RefuseWebSocket",
+    "ServerConfig",
+    "Session",
+    "Upgraded",
+    "WebSocketChannel",
+]
+
+Waker = Callable[[], None]
+
+
+class ErrorCode(enum.IntEnum):
+    """Node's ``Server.errors``; the message is ``ERROR_MESSAGES[code]``."""
+
+    UNKNOWN_TRANSPORT = 0
+    UNKNOWN_SID = 1
+    BAD_HANDSHAKE_METHOD = 2
+    BAD_REQUEST = 3
+    FORBIDDEN = 4
+    UNSUPPORTED_PROTOCOL_VERSION = 5
+
+
+ERROR_MESSAGES: dict[ErrorCode, str] = {
+    ErrorCode.UNKNOWN_TRANSPORT: "Transport unknown",
+    ErrorCode.UNKNOWN_SID: "Session ID unknown",
+    ErrorCode.BAD_HANDSHAKE_METHOD: "Bad handshake method",
+    ErrorCode.BAD_REQUEST: "Bad request",
+    ErrorCode.FORBIDDEN: "Forbidden",
+    ErrorCode.UNSUPPORTED_PROTOCOL_VERSION: "Unsupported protocol version",
+}
+
+
+class DisconnectReason(str, enum.Enum):
+    """Why a session ended (the ``reason`` of :class:`Disconnected`).
+
+    Node names: ``transport close`` is also what Node reports for a client ``1``; we keep
+    that case apart as ``client close`` so the application can tell a clean goodbye from
+    a dropped connection.
+    """
+
+    PING_TIMEOUT = "ping timeout"
+    TRANSPORT_CLOSE = "transport close"
+    TRANSPORT_ERROR = "transport error"
+    MESSAGE_TOO_BIG = "message too big"
+    PARSE_ERROR = "parse error"
+    FORCED_CLOSE = "forced close"
+    CLIENT_CLOSE = "client close"
+    SLOW_CONSUMER = "slow consumer"
+
+
+# ---------------------------------------------------------------------------- I/O types
+
+
+@dataclass(frozen=True, slots=True)
+class HttpRequest:
+    """What the HTTP layer parsed. ``headers`` keys must be lower-case.
+
+    ``websocket_upgrade`` is true when the request is a WebSocket opening handshake
+    (the WebSocket layer validates the handshake headers themselves).
+    """
+
+    method: str
+    path: str
+    query: Mapping[str, str]
+    headers: Mapping[str, str] = field(default_factory=dict)
+    websocket_upgrade: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class HttpResponse:
+    status: int
+    headers: tuple[tuple[str, str], ...]
+    body: bytes
+
+    def header(self, name: str) -> str | None:
+        lowered = name.lower()
+        for key, value in self.headers:
+            if key.lower() == lowered:
+                return value
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class PollParked:
+    """A long-polling GET must wait: see :meth:`EngineIOServer.poll_ready`."""
+
+    sid: str
+
+
+@dataclass(frozen=True, slots=True)
+class ReadBody:
+    """A POST was accepted: read at most ``limit`` bytes of body, then report back."""
+
+    sid: str
+    limit: int
+
+
+@dataclass(frozen=True, slots=True)
+class AcceptWebSocket:
+    """Answer the handshake with 101 (plus ``headers``)."""
+
+    sid: str | None
+    channel: WebSocketChannel | None
+    close_immediately: bool = False
+    headers: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class RefuseWebSocket:
+    """Write :meth:`raw_response` on the raw socket, then destroy it (Node ``abortUpgrade``)."""
+
+    message: str
+
+    def raw_response(self) -> bytes:
+        body = self.message.encode("utf-8")
+        return (
+            b"HTTP/1.1 400 Bad Request\r\nConnection: close\r\nContent-type: text/html\r\n"
+            + f"Content-Length: {len(body)}\r\n\r\n".encode("ascii")
+            + body
+        )
+
+
+RequestOutcome = Union[HttpResponse, PollParked, ReadBody, AcceptWebSocket, RefuseWebSocket]
+
+# ----------------------------------------------------------------------- application events
+
+
+@dataclass(frozen=True, slots=True)
+class Connected:
+    sid: str
+    transport: str
+
+
+@dataclass(frozen=True, slots=True)
+class MessageReceived:
+    sid: str
+    data: str | bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Upgraded:
+    sid: str
+    transport: str
+
+
+@dataclass(frozen=True, slots=True)
+class Disconnected:
+    sid: str
+    reason: DisconnectReason
+    description: str = ""
+
+
+Event = Union[Connected, MessageReceived, Upgraded, Disconnected]
+
+# ----------------------------------------------------------------------------- configuration
+
+
+@dataclass(frozen=True, slots=True)
+class CorsConfig:
+    """CORS for polling responses. ``allowed_origins="*"`` allows any origin.
+
+    With ``credentials`` the request's Origin is echoed (never ``*``) and
+    ``Access-Control-Allow-Credentials: true`` is added.
+    """
+
+    allowed_origins: tuple[str, ...] | Literal["*"] = ()
+    credentials: bool = False
+    allowed_methods: tuple[str, ...] = ("GET", "POST", "OPTIONS")
+    max_age: int | None = None
+
+    def allows(self, origin: str) -> bool:
+        return self.allowed_origins == "*" or origin in self.allowed_origins
+
+
+@dataclass(frozen=True, slots=True)
+class ServerConfig:
+    """Server options. Durations are integer milliseconds: they are advertised as-is."""
+
+    ping_interval_ms: int = 25_000
+    ping_timeout_ms: int = 20_000
+    upgrade_timeout_ms: int = 10_000
+    max_payload: int = 1_000_000
+    transports: tuple[str, ...] = ("polling", "websocket")
+    allow_upgrades: bool = True
+    max_packets_per_poll: int = MAX_PACKETS_PER_PAYLOAD
+    max_buffered_bytes: int = 1 << 20
+    # Origin check on handshakes: None = same-origin when an Origin header is present,
+    # "*" = any, a tuple = those origins (plus any the CORS config allows).
+    allowed_origins: tuple[str, ...] | Literal["*"] | None = None
+    cors: CorsConfig | None = None
+    # Name of the sticky-session cookie set on the handshake (Node's ``cookie`` option).
+    cookie: str | None = None
+    # Hook on handshakes: return None to allow, or a refusal message (403, code 4).
+    allow_request: Callable[[HttpRequest], str | None] | None = None
+    sid_bytes: int = 18
+
+    def __post_init__(self) -> None:
+        for name in ("ping_interval_ms", "ping_timeout_ms", "upgrade_timeout_ms", "max_payload"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+                raise ValueError(f"{name} must be a positive integer")
+        if self.sid_bytes < 16:
+            raise ValueError("session ids need at least 16 random bytes")
+        unknown = set(self.transports) - {"polling", "websocket"}
+        if unknown or not self.transports:
+            raise ValueError(f"unsupported transports: {sorted(unknown)}")
+
+
+# ------------------------------------------------------------------------------ the session
+
+
+class _State(enum.Enum):
+    OPEN = "open"
+    CLOSING = "closing"  # closed for the application; a last packet is still to be delivered
+    CLOSED = "closed"
+
+
+class _Upgrade(enum.Enum):
+    NONE = "none"
+    PROBING = "probing"  # WebSocket accepted, waiting for 2probe
+    PROBED = "probed"  # 3probe sent, waiting for 5
+    DONE = "done"
+
+
+class WebSocketChannel:
+    """One accepted WebSocket of a session (its main transport, or an upgrade probe)."""
+
+    def __init__(self, server: EngineIOServer, session: Session) -> None:
+        self._server = server
+        self._session = session
+        self._frames: deque[str | bytes] = deque()
+        self.closing = False
+        self.lost = False
+        self._waker: Waker | None = None
+
+    @property
+    def sid(self) -> str:
+        return self._session.sid
+
+    def set_waker(self, waker: Waker | None) -> None:
+        """``waker()`` is called whenever :meth:`take_outgoing` has something new."""
+        self._waker = waker
+
+    def _wake(self) -> None:
+        if self._waker is not None:
+            self._waker()
+
+    def receive(self, message: str | bytes, now: float) -> None:
+        """Feed one complete WebSocket message (text as ``str``, binary as ``bytes``)."""
+        if self.lost or self.closing:
+            return
+        self._server._websocket_message(self, message, now)
+
+    def take_outgoing(self) -> tuple[list[str | bytes], bool]:
+        """Return ``(messages to send, close after sending them)``."""
+        session = self._session
+        if session._websocket is self and session.transport == "websocket":
+            while session._outgoing:
+                self._frames.append(encode_websocket_frame(session._pop_packet()))
+            if session._state is not _State.OPEN:
+                self.closing = True
+                self._server._finish_closing(session)
+        frames = list(self._frames)
+        self._frames.clear()
+        return frames, self.closing
+
+    def connection_lost(self, now: float, reason: DisconnectReason = DisconnectReason.TRANSPORT_CLOSE) -> None:
+        """The WebSocket is gone (peer close, error; ``MESSAGE_TOO_BIG`` after a 1009)."""
+        if self.lost:
+            return
+        self.lost = True
+        self._server._websocket_lost(self, now, reason)
+
+
+class Session:
+    """One Engine.IO session, as the application sees it."""
+
+    def __init__(self, server: EngineIOServer, sid: str, transport: str, now: float) -> None:
+        self._server = server
+        self.sid = sid
+        self.transport = transport
+        self._state = _State.OPEN
+        self._outgoing: deque[Packet] = deque()
+        self._buffered = 0
+        self._get_parked = False
+        self._post_pending = False
+        self._poll_waker: Waker | None = None
+        # The parked GET must be answered with this packet instead of the buffer
+        # (``1`` after an error close, ``6`` after a client close or during an upgrade).
+        self._poll_override: PacketType | None = None
+        self._websocket: WebSocketChannel | None = None
+        self._upgrade = _Upgrade.NONE
+        self._upgrade_deadline: float | None = None
+        config = server.config
+        self._ping_due: float | None = now + config.ping_interval_ms / 1000
+        self._pong_deadline: float | None = None
+        self._closing_deadline: float | None = None
+        self.created_at = now
+        self._stats = {"packets_in": 0, "packets_out": 0, "messages_in": 0, "messages_out": 0, "bytes_in": 0}
+
+    # -- application API
+
+    @property
+    def is_open(self) -> bool:
+        return self._state is _State.OPEN
+
+    @property
+    def upgrading(self) -> bool:
+        return self._upgrade in (_Upgrade.PROBING, _Upgrade.PROBED)
+
+    @property
+    def writable(self) -> bool:
+        """Whether a packet sent now would go out at once (Node's ``transport.writable``)."""
+        if self._state is not _State.OPEN or self._outgoing:
+            return False
+        if self.transport == "polling":
+            return self._get_parked and self._upgrade is not _Upgrade.PROBED
+        return self._websocket is not None and not self._websocket.lost
+
+    @property
+    def buffered_amount(self) -> int:
+        return self._buffered
+
+    def send(self, data: str | bytes, *, volatile: bool = False) -> bool:
+        """Queue one message. Returns ``False`` if it was dropped (see module docs)."""
+        if self._state is not _State.OPEN:
+            return False
+        if volatile and not self.writable:
+            return False
+        size = len(data)
+        if self._buffered + size > self._server.config.max_buffered_bytes:
+            self._server._close(self, DisconnectReason.SLOW_CONSUMER, "outgoing buffer full", None)
+            return False
+        self._stats["messages_out"] += 1
+        self._push(Packet(PacketType.MESSAGE, bytes(data) if not isinstance(data, str) else data))
+        return True
+
+    def close(self, now: float) -> None:
+        """Close the session from the server side ("forced close"): buffered packets are
+        still delivered, then ``1`` (polling) or a close frame (WebSocket)."""
+        if self._state is _State.OPEN:
+            self._server._close(self, DisconnectReason.FORCED_CLOSE, "", now)
+
+    def statistics(self) -> dict[str, int | str | bool]:
+        return {
+            "sid": self.sid,
+            "transport": self.transport,
+            "open": self.is_open,
+            "upgrading": self.upgrading,
+            "buffered_packets": len(self._outgoing),
+            "buffered_bytes": self._buffered,
+            **self._stats,
+        }
+
+    # -- internals
+
+    def _push(self, packet: Packet) -> None:
+        self._outgoing.append(packet)
+        self._buffered += len(packet.data)
+        self._wake()
+
+    def _pop_packet(self) -> Packet:
+        packet = self._outgoing.popleft()
+        self._buffered -= len(packet.data)
+        self._stats["packets_out"] += 1
+        return packet
+
+    def _wake(self) -> None:
+        if self.transport == "polling" or self._upgrade in (_Upgrade.PROBING, _Upgrade.PROBED):
+            if self._poll_waker is not None:
+                self._poll_waker()
+        if self._websocket is not None and self.transport == "websocket":
+            self._websocket._wake()
+
+    def _deadline(self) -> float | None:
+        candidates = [
+            d
+            for d in (self._ping_due, self._pong_deadline, self._upgrade_deadline, self._closing_deadline)
+            if d is not None
+        ]
+        return min(candidates) if candidates else None
+
+
+# ------------------------------------------------------------------------------- the server
+
+_INVALID_HEADER_CHAR = re.compile(r"[^\t\x20-\x7e\x80-\xff]")
+_DEFAULT_PORTS = {"http": 80, "https": 443, "ws": 80, "wss": 443}
+
+
+def _same_origin(origin: str, host: str | None) -> bool:
+    if host is None:
+        return False
+    try:
+        parts = urlsplit(origin)
+        origin_host = (parts.hostname or "").lower()
+        origin_port = parts.port or _DEFAULT_PORTS.get(parts.scheme.lower())
+        host_parts = urlsplit("//" + host)
+        request_host = (host_parts.hostname or "").lower()
+        request_port = host_parts.port
+    except ValueError:
+        return False
+    if not origin_host or origin_host != request_host:
+        return False
+    if request_port is None:
+        return origin_port == _DEFAULT_PORTS.get(parts.scheme.lower())
+    return request_port == origin_port
+
+
+class EngineIOServer:
+    """The session manager. One instance per Engine.IO endpoint."""
+
+    def __init__(self, config: ServerConfig | None = None) -> None:
+        self.config = config or ServerConfig()
+        self._sessions: dict[str, Session] = {}
+        # Sessions whose GET is parked, including closed ones whose GET still awaits
+        # its final ``1``/``6``.
+        self._parked: dict[str, Session] = {}
+        self._events: deque[Event] = deque()
+        self._event_waker: Waker | None = None
+        self._timer_waker: Waker | None = None
+        self._timer_heap: list[tuple[float, int, Session]] = []
+        self._counter = itertools.count()
+        self._totals = {"sessions_opened": 0, "sessions_closed": 0, "upgrades": 0}
+
+    # ------------------------------------------------------------------ public API
+
+    def session(self, sid: str) -> Session | None:
+        session = self._sessions.get(sid)
+        return session if session is not None and session.is_open else None
+
+    def sessions(self) -> list[Session]:
+        return [s for s in self._sessions.values() if s.is_open]
+
+    def send(self, sid: str, data: str | bytes, *, volatile: bool = False) -> bool:
+        session = self.session(sid)
+        return session.send(data, volatile=volatile) if session is not None else False
+
+    def close(self, sid: str, now: float) -> None:
+        session = self.session(sid)
+        if session is not None:
+            session.close(now)
+
+    def close_all(self, now: float) -> None:
+        """Server shutdown: every open session gets a forced close."""
+        for session in self.sessions():
+            session.close(now)
+
+    def take_events(self) -> list[Event]:
+        events = list(self._events)
+        self._events.clear()
+        return events
+
+    def set_event_waker(self, waker: Waker | None) -> None:
+        self._event_waker = waker
+
+    def set_timer_waker(self, waker: Waker | None) -> None:
+        """``waker()`` is called when a deadline earlier than any before may have been armed."""
+        self._timer_waker = waker
+
+    def set_poll_waker(self, sid: str, waker: Waker | None) -> None:
+        session = self._parked.get(sid) or self._sessions.get(sid)
+        if session is not None:
+            session._poll_waker = waker
+
+    def statistics(self) -> dict[str, int]:
+        open_sessions = self.sessions()
+        return {
+            "sessions": len(open_sessions),
+            "polling": sum(1 for s in open_sessions if s.transport == "polling"),
+            "websocket": sum(1 for s in open_sessions if s.transport == "websocket"),
+            "parked_polls": len(self._parked),
+            **self._totals,
+        }
+
+    @property
+    def max_body_size(self) -> int:
+        return self.config.max_payload
+
+    # ------------------------------------------------------------------ timers
+
+    def next_deadline(self) -> float | None:
+        heap = self._timer_heap
+        while heap:
+            deadline, _, session = heap[0]
+            if session._state is not _State.CLOSED and session._deadline() == deadline:
+                return deadline
+            heapq.heappop(heap)
+        return None
+
+    def handle_timers(self, now: float) -> None:
+        heap = self._timer_heap
+        while heap and heap[0][0] <= now:
+            deadline, _, session = heapq.heappop(heap)
+            if session._state is _State.CLOSED or session._deadline() != deadline:
+                continue
+            self._run_session_timers(session, now)
+
+    def _schedule(self, session: Session) -> None:
+        deadline = session._deadline()
+        if deadline is None or session._state is _State.CLOSED:
+            return
+        earliest = self.next_deadline()
+        heapq.heappush(self._timer_heap, (deadline, next(self._counter), session))
+        if (earliest is None or deadline < earliest) and self._timer_waker is not None:
+            self._timer_waker()
+
+    def _run_session_timers(self, session: Session, now: float) -> None:
+        if session._closing_deadline is not None and session._closing_deadline <= now:
+            session._closing_deadline = None
+            self._finalize(session)
+            return
+        if session._pong_deadline is not None and session._pong_deadline <= now:
+            self._close(session, DisconnectReason.PING_TIMEOUT, "", now)
+            return
+        if session._upgrade_deadline is not None and session._upgrade_deadline <= now:
+            self._abort_upgrade(session)
+        if session._ping_due is not None and session._ping_due <= now and session._state is _State.OPEN:
+            session._ping_due = None
+            session._pong_deadline = now + self.config.ping_timeout_ms / 1000
+            session._push(Packet(PacketType.PING))
+        self._schedule(session)
+
+    # ------------------------------------------------------------------ requests
+
+    def handle_request(self, request: HttpRequest, now: float) -> RequestOutcome:
+        """Decide what to do with a request (the body of a POST is read later)."""
+        cors_headers = self._cors_headers(request)
+        if request.method == "OPTIONS" and self.config.cors is not None and not request.websocket_upgrade:
+            return self._preflight(request, cors_headers)
+        query = request.query
+        transport = query.get("transport")
+        if transport not in self.config.transports:
+            return self._error(request, ErrorCode.UNKNOWN_TRANSPORT, cors_headers)
+        origin = request.headers.get("origin")
+        if origin is not None and _INVALID_HEADER_CHAR.search(origin):
+            return self._error(request, ErrorCode.BAD_REQUEST, cors_headers)
+        sid = query.get("sid")
+        if sid:
+            session = self._sessions.get(sid)
+            if session is None:
+                return self._error(request, ErrorCode.UNKNOWN_SID, cors_headers)
+            if not request.websocket_upgrade and session.transport != transport:
+                return self._error(request, ErrorCode.BAD_REQUEST, cors_headers)
+            if request.websocket_upgrade:
+                return self._upgrade_request(session, transport, now)
+            return self._polling_request(session, request, cors_headers, now)
+        if request.method != "GET":
+            return self._error(request, ErrorCode.BAD_HANDSHAKE_METHOD, cors_headers)
+        if transport == "websocket" and not request.websocket_upgrade:
+            return self._error(request, ErrorCode.BAD_REQUEST, cors_headers)
+        refusal = self._check_origin(request)
+        if refusal is None and self.config.allow_request is not None:
+            refusal = self.config.allow_request(request)
+        if refusal is not None:
+            return self._error(request, ErrorCode.FORBIDDEN, cors_headers, refusal)
+        if request.websocket_upgrade and transport == "polling":
+            # Node (onWebSocket): a transport that does not handle upgrades gets the
+            # WebSocket accepted and closed, before the protocol version is looked at.
+            return AcceptWebSocket(sid=None, channel=None, close_immediately=True)
+        if query.get("EIO") != "4":
+            return self._error(request, ErrorCode.UNSUPPORTED_PROTOCOL_VERSION, cors_headers)
+        return self._handshake(transport, request, cors_headers, now)
+
+    def poll_ready(self, sid: str, now: float) -> HttpResponse | None:
+        """For a parked GET: the response if one is ready now, else ``None``."""
+        session = self._parked.get(sid)
+        if session is None:
+            return None
+        body = self._poll_body(session)
+        if body is None:
+            return None
+        del self._parked[sid]
+        session._get_parked = False
+        session._poll_waker = None
+        return self._poll_response(session, body)
+
+    def poll_cancelled(self, sid: str, now: float) -> None:
+        """The client closed the connection of a parked GET."""
+        session = self._parked.pop(sid, None)
+        if session is None:
+            return
+        session._get_parked = False
+        session._poll_waker = None
+        if session._state is _State.OPEN:
+            self._close(session, DisconnectReason.TRANSPORT_ERROR, "poll connection closed prematurely", now)
+        else:
+            self._finish_closing(session)
+
+    def post_body(self, sid: str, body: bytes, now: float) -> HttpResponse:
+        """The whole body of an accepted POST has been read."""
+        session = self._sessions.get(sid)
+        if session is None or not session._post_pending:
+            return self._plain_error(400)
+        session._post_pending = False
+        if session._state is not _State.OPEN:
+            return self._ok_response()
+        if len(body) > self.config.max_payload:
+            return self.post_too_large(sid, now)
+        try:
+            packets = decode_payload(body)
+        except EngineIOParseError as exc:
+            self._close(session, DisconnectReason.PARSE_ERROR, str(exc), now)
+            return self._error_response(ErrorCode.BAD_REQUEST, ())
+        session._stats["bytes_in"] += len(body)
+        for packet in packets:
+            if not self._incoming_packet(session, packet, now):
+                break
+        return self._ok_response()
+
+    def post_too_large(self, sid: str, now: float) -> HttpResponse:
+        """The POST body exceeded :attr:`max_body_size`: answer 413 and close the session.
+
+        Node answers 413 but keeps the session; we close it because the dropped packets
+        would otherwise silently break ordering (and Socket.IO attachment reassembly).
+        """
+        session = self._sessions.get(sid)
+        if session is not None:
+            session._post_pending = False
+            if session._state is _State.OPEN:
+                self._close(session, DisconnectReason.MESSAGE_TOO_BIG, "POST body over maxPayload", now)
+        return HttpResponse(413, (("Content-Length", "0"),), b"")
+
+    def post_aborted(self, sid: str, now: float) -> None:
+        session = self._sessions.get(sid)
+        if session is not None and session._post_pending:
+            session._post_pending = False
+            if session._state is _State.OPEN:
+                self._close(
+                    session, DisconnectReason.TRANSPORT_ERROR, "data request connection closed prematurely", now
+                )
+
+    # ------------------------------------------------------------------ request internals
+
+    def _handshake(
+        self, transport: str, request: HttpRequest, cors_headers: tuple[tuple[str, str], ...], now: float
+    ) -> RequestOutcome:
+        sid = secrets.token_urlsafe(self.config.sid_bytes)
+        while sid in self._sessions:  # pragma: no cover - 144 random bits never collide
+            sid = secrets.token_urlsafe(self.config.sid_bytes)
+        session = Session(self, sid, transport, now)
+        self._sessions[sid] = session
+        self._totals["sessions_opened"] += 1
+        upgrades = ["websocket"] if (
+            transport == "polling" and self.config.allow_upgrades and "websocket" in self.config.transports
+        ) else []
+        open_data = json.dumps(
+            {
+                "sid": sid,
+                "upgrades": upgrades,
+                "pingInterval": self.config.ping_interval_ms,
+                "pingTimeout": self.config.ping_timeout_ms,
+                "maxPayload": self.config.max_payload,
+            },
+            separators=(",", ":"),
+        )
+        session._push(Packet(PacketType.OPEN, open_data))
+        self._emit(Connected(sid, transport))
+        self._schedule(session)
+        extra: tuple[tuple[str, str], ...] = ()
+        if self.config.cookie:
+            extra = (("Set-Cookie", f"{self.config.cookie}={sid}; Path=/; HttpOnly; SameSite=Lax"),)
+        if transport == "websocket":
+            channel = WebSocketChannel(self, session)
+            session._websocket = channel
+            return AcceptWebSocket(sid=sid, channel=channel, headers=extra)
+        body = self._poll_body(session)
+        assert body is not None  # the open packet is buffered
+        return self._poll_response(session, body, cors_headers + extra)
+
+    def _polling_request(
+        self, session: Session, request: HttpRequest, cors_headers: tuple[tuple[str, str], ...], now: float
+    ) -> RequestOutcome:
+        if request.method == "GET":
+            if session._get_parked:
+                # Node: onError("overlap from client"); the pending GET is answered ``1``.
+                self._close(session, DisconnectReason.TRANSPORT_ERROR, "overlap from client", now)
+                return self._plain_error(400, cors_headers)
+            body = self._poll_body(session)
+            if body is not None:
+                return self._poll_response(session, body, cors_headers)
+            session._get_parked = True
+            self._parked[session.sid] = session
+            return PollParked(session.sid)
+        if request.method == "POST":
+            if session._post_pending:
+                self._close(session, DisconnectReason.TRANSPORT_ERROR, "data request overlap from client", now)
+                return self._plain_error(400, cors_headers)
+            content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+            if content_type == "application/octet-stream":
+                self._close(session, DisconnectReason.TRANSPORT_ERROR, "invalid content", now)
+                return self._plain_error(400, cors_headers)
+            session._post_pending = True
+            return ReadBody(session.sid, self.config.max_payload)
+        return self._error(request, ErrorCode.BAD_REQUEST, cors_headers)
+
+    def _poll_body(self, session: Session) -> bytes | None:
+        """What a GET for this session returns now, or ``None`` if it has to wait."""
+        if session.transport != "polling":
+            # Upgraded: the discarded polling transport's last GET only gets a noop; the
+            # buffer belongs to the WebSocket now.
+            session._poll_override = None
+            return b"6"
+        if session._poll_override is not None:
+            packet_type = session._poll_override
+            session._poll_override = None
+            self._finish_closing(session)
+            return str(int(packet_type)).encode("ascii")
+        if session._outgoing:
+            count = min(len(session._outgoing), self.config.max_packets_per_poll)
+            packets = [session._pop_packet() for _ in range(count)]
+            if session._state is _State.CLOSING and not session._outgoing:
+                packets.append(Packet(PacketType.CLOSE))
+                self._finish_closing(session)
+            payload, _ = encode_payload(packets, max_packets=None)
+            return payload.encode("utf-8")
+        if session._state is _State.CLOSING:
+            self._finish_closing(session)
+            return b"1"
+        if session._upgrade is _Upgrade.PROBED:
+            # Lets the client pause polling and complete the upgrade (Node sends noop).
+            return b"6"
+        return None
+
+    def _poll_response(
+        self, session: Session, body: bytes, extra_headers: tuple[tuple[str, str], ...] = ()
+    ) -> HttpResponse:
+        headers = (
+            ("Content-Type", "text/plain; charset=UTF-8"),
+            ("Content-Length", str(len(body))),
+        ) + extra_headers
+        return HttpResponse(200, headers, body)
+
+    def _ok_response(self) -> HttpResponse:
+        return HttpResponse(200, (("Content-Type", "text/html"), ("Content-Length", "2")), b"ok")
+
+    def _plain_error(self, status: int, extra: tuple[tuple[str, str], ...] = ()) -> HttpResponse:
+        return HttpResponse(status, (("Content-Length", "0"),) + extra, b"")
+
+    def _error_response(
+        self, code: ErrorCode, extra: tuple[tuple[str, str], ...], message: str | None = None
+    ) -> HttpResponse:
+        body = json.dumps({"code": int(code), "message": message or ERROR_MESSAGES[code]}, separators=(",", ":"))
+        encoded = body.encode("utf-8")
+        status = 403 if code is ErrorCode.FORBIDDEN else 400
+        return HttpResponse(
+            status, (("Content-Type", "application/json"), ("Content-Length", str(len(encoded)))) + extra, encoded
+        )
+
+    def _error(
+        self,
+        request: HttpRequest,
+        code: ErrorCode,
+        cors_headers: tuple[tuple[str, str], ...],
+        message: str | None = None,
+    ) -> HttpResponse | RefuseWebSocket:
+        if request.websocket_upgrade:
+            return RefuseWebSocket(message or ERROR_MESSAGES[code])
+        return self._error_response(code, cors_headers, message)
+
+    def _check_origin(self, request: HttpRequest) -> str | None:
+        origin = request.headers.get("origin")
+        if origin is None:
+            return None
+        allowed = self.config.allowed_origins
+        if allowed == "*":
+            return None
+        if self.config.cors is not None and self.config.cors.allows(origin):
+            return None
+        if allowed is None:
+            return None if _same_origin(origin, request.headers.get("host")) else "Forbidden"
+        return None if origin in allowed else "Forbidden"
+
+    def _cors_headers(self, request: HttpRequest) -> tuple[tuple[str, str], ...]:
+        cors = self.config.cors
+        origin = request.headers.get("origin")
+        if cors is None or origin is None or not cors.allows(origin):
+            return ()
+        headers: list[tuple[str, str]] = []
+        if cors.allowed_origins == "*" and not cors.credentials:
+            headers.append(("Access-Control-Allow-Origin", "*"))
+        else:
+            headers.append(("Access-Control-Allow-Origin", origin))
+            headers.append(("Vary", "Origin"))
+        if cors.credentials:
+            headers.append(("Access-Control-Allow-Credentials", "true"))
+        return tuple(headers)
+
+    def _preflight(self, request: HttpRequest, cors_headers: tuple[tuple[str, str], ...]) -> HttpResponse:
+        assert self.config.cors is not None
+        headers = list(cors_headers)
+        if cors_headers:
+            headers.append(("Access-Control-Allow-Methods", ",".join(self.config.cors.allowed_methods)))
+            requested = request.headers.get("access-control-request-headers")
+            if requested:
+                headers.append(("Access-Control-Allow-Headers", requested))
+            if self.config.cors.max_age is not None:
+                headers.append(("Access-Control-Max-Age", str(self.config.cors.max_age)))
+        headers.append(("Content-Length", "0"))
+        return HttpResponse(204, tuple(headers), b"")
+
+    # ------------------------------------------------------------------ upgrade
+
+    def _upgrade_request(self, session: Session, transport: str, now: float) -> AcceptWebSocket:
+        if (
+            transport != "websocket"
+            or session._state is not _State.OPEN
+            or session.transport != "polling"
+            or session._upgrade is not _Upgrade.NONE
+            or not self.config.allow_upgrades
+        ):
+            return AcceptWebSocket(sid=session.sid, channel=None, close_immediately=True)
+        channel = WebSocketChannel(self, session)
+        session._websocket = channel
+        session._upgrade = _Upgrade.PROBING
+        session._upgrade_deadline = now + self.config.upgrade_timeout_ms / 1000
+        self._schedule(session)
+        return AcceptWebSocket(sid=session.sid, channel=channel)
+
+    def _abort_upgrade(self, session: Session) -> None:
+        channel = session._websocket
+        session._upgrade = _Upgrade.NONE
+        session._upgrade_deadline = None
+        session._websocket = None
+        if channel is not None and not channel.lost:
+            channel.closing = True
+            channel._wake()
+
+    def _complete_upgrade(self, session: Session, channel: WebSocketChannel) -> None:
+        session._upgrade = _Upgrade.DONE
+        session._upgrade_deadline = None
+        session.transport = "websocket"
+        self._totals["upgrades"] += 1
+        if session._get_parked:
+            # The discarded polling transport's pending GET is released with a noop.
+            session._poll_override = PacketType.NOOP
+            if session._poll_waker is not None:
+                session._poll_waker()
+        self._emit(Upgraded(session.sid, "websocket"))
+        channel._wake()
+
+    # ------------------------------------------------------------------ packets in
+
+    def _websocket_message(self, channel: WebSocketChannel, message: str | bytes, now: float) -> None:
+        session = channel._session
+        if session._websocket is not channel:
+            return
+        try:
+            packet = decode_websocket_frame(message)
+        except EngineIOParseError as exc:
+            if session._upgrade in (_Upgrade.PROBING, _Upgrade.PROBED):
+                self._abort_upgrade(session)
+            else:
+                self._close(session, DisconnectReason.PARSE_ERROR, str(exc), now)
+            return
+        session._stats["bytes_in"] += len(message)
+        if session._upgrade in (_Upgrade.PROBING, _Upgrade.PROBED):
+            if packet.type is PacketType.PING and packet.data == "probe":
+                channel._frames.append("3probe")
+                session._upgrade = _Upgrade.PROBED
+                channel._wake()
+                if session._get_parked and session._poll_waker is not None:
+                    session._poll_waker()
+            elif packet.type is PacketType.UPGRADE:
+                self._complete_upgrade(session, channel)
+            else:
+                self._abort_upgrade(session)
+            return
+        self._incoming_packet(session, packet, now)
+
+    def _websocket_lost(self, channel: WebSocketChannel, now: float, reason: DisconnectReason) -> None:
+        session = channel._session
+        if session._websocket is not channel:
+            return
+        if session._upgrade in (_Upgrade.PROBING, _Upgrade.PROBED):
+            # A failed probe does not hurt the polling session.
+            session._websocket = None
+            session._upgrade = _Upgrade.NONE
+            session._upgrade_deadline = None
+            return
+        if session._state is _State.OPEN:
+            self._close(session, reason, "", now)
+        self._finalize(session)
+
+    def _incoming_packet(self, session: Session, packet: Packet, now: float) -> bool:
+        """Handle one packet from the client; ``False`` once the session is closed."""
+        if session._state is not _State.OPEN:
+            return False
+        session._stats["packets_in"] += 1
+        if packet.type is PacketType.MESSAGE:
+            session._stats["messages_in"] += 1
+            self._emit(MessageReceived(session.sid, packet.data))
+        elif packet.type is PacketType.PONG:
+            session._pong_deadline = None
+            session._ping_due = now + self.config.ping_interval_ms / 1000
+            self._schedule(session)
+        elif packet.type is PacketType.CLOSE:
+            self._close(session, DisconnectReason.CLIENT_CLOSE, "", now)
+            return False
+        elif packet.type is PacketType.PING:
+            self._close(session, DisconnectReason.TRANSPORT_ERROR, "invalid heartbeat direction", now)
+            return False
+        # open / upgrade / noop from a client on an established session: ignored, as Node does.
+        return True
+
+    # ------------------------------------------------------------------ closing
+
+    def _close(self, session: Session, reason: DisconnectReason, description: str, now: float | None) -> None:
+        """Close a session for the application; the transport still gets its last word."""
+        if session._state is not _State.OPEN:
+            return
+        session._state = _State.CLOSING
+        session._ping_due = None
+        session._pong_deadline = None
+        self._totals["sessions_closed"] += 1
+        self._emit(Disconnected(session.sid, reason, description))
+        if session._upgrade in (_Upgrade.PROBING, _Upgrade.PROBED):
+            self._abort_upgrade(session)
+        graceful = reason is DisconnectReason.FORCED_CLOSE
+        if not graceful:
+            # Nothing more will be delivered except the close signal itself.
+            session._outgoing.clear()
+            session._buffered = 0
+        if session.transport == "websocket":
+            channel = session._websocket
+            if channel is None or channel.lost:
+                self._finalize(session)
+            else:
+                channel._wake()
+            return
+        # polling
+        if session._get_parked:
+            session._poll_override = PacketType.NOOP if reason is DisconnectReason.CLIENT_CLOSE else (
+                None if graceful else PacketType.CLOSE
+            )
+            if session._poll_waker is not None:
+                session._poll_waker()
+            if not graceful:
+                self._sessions.pop(session.sid, None)
+            return
+        if graceful and now is not None:
+            # Keep the session until the next GET collects the buffer and ``1``.
+            session._closing_deadline = now + self.config.ping_timeout_ms / 1000
+            self._schedule(session)
+            return
+        self._finalize(session)
+
+    def _finish_closing(self, session: Session) -> None:
+        """The final packet of a closing session went out: forget the session."""
+        if session._state is _State.CLOSING:
+            self._finalize(session)
+
+    def _finalize(self, session: Session) -> None:
+        session._state = _State.CLOSED
+        session._closing_deadline = None
+        session._upgrade_deadline = None
+        if self._sessions.get(session.sid) is session:
+            del self._sessions[session.sid]
+
+    def _emit(self, event: Event) -> None:
+        self._events.append(event)
+        if self._event_waker is not None:
+            self._event_waker()

@@ -1,0 +1,471 @@
+"""A sans-I/O Socket.IO v5 server core, on top of Engine.IO sessions.
+
+The core keeps, per Engine.IO connection, the attachment decoder and the namespace
+sockets; it sends through an :class:`EngineIOTransport` (``EngineIOServer`` is one) and
+reports to the application through events (:meth:`SocketIOServer.take_events`).
+
+Driving it: feed every Engine.IO event with :meth:`SocketIOServer.handle_engineio_event`
+(or the three ``engineio_*`` methods), and run :meth:`SocketIOServer.handle_timers` at
+:meth:`SocketIOServer.next_deadline` (the connect timeout).
+
+Protocol rules enforced (PROTOCOL-NOTES "Socket.IO v5"): CONNECT must come first; the
+answer is ``40[/nsp,]{"sid":<socket id>}`` with a socket id distinct from the Engine.IO
+sid; unknown namespaces get ``44[/nsp,]{"message":"Invalid namespace"}``; auth refusal
+gets ``{"message":...,"data":...}``; a duplicate CONNECT, a packet for a namespace that is
+not connected, a client CONNECT_ERROR or any decode error closes the whole Engine.IO
+connection; no namespace joined within ``connect_timeout_ms`` closes it too.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import secrets
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol, Union
+
+from ..engineio import server as eio
+from .adapter import Adapter, BroadcastOptions, InMemoryAdapter
+from .packets import (
+    DEFAULT_MAX_ATTACHMENTS,
+    MAX_ACK_ID,
+    RESERVED_EVENTS,
+    Decoder,
+    Packet,
+    PacketType,
+    SocketIODecodeError,
+    encode_packet,
+)
+
+__all__ = [
+    "DEFER",
+    "AckReceived",
+    "ConnectAttempt",
+    "ConnectRefused",
+    "ConnectRequested",
+    "EngineIOTransport",
+    "EventReceived",
+    "NamespaceConfig",
+    "SocketConnected",
+    "SocketDisconnected",
+    "SocketIOConfig",
+    "SocketIOServer",
+]
+
+INVALID_NAMESPACE = "Invalid namespace"
+_MISSING = object()
+
+
+class EngineIOTransport(Protocol):
+    """What the core needs from Engine.IO (``EngineIOServer`` provides it)."""
+
+    def send(self, sid: str, data: str | bytes, *, volatile: bool = False) -> bool: ...
+
+    def close(self, sid: str, now: float) -> None: ...
+
+
+# ------------------------------------------------------------------------------ events
+
+
+@dataclass(frozen=True, slots=True)
+class SocketConnected:
+    sid: str
+    namespace: str
+    eio_sid: str
+    auth: Any
+
+
+@dataclass(frozen=True, slots=True)
+class EventReceived:
+    """``ack_id`` is set when the client expects an answer: call :meth:`SocketIOServer.ack`."""
+
+    sid: str
+    namespace: str
+    event: str | int | float
+    args: list[Any]
+    ack_id: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class AckReceived:
+    """The client answered an :meth:`SocketIOServer.emit` made with ``with_ack=True``."""
+
+    sid: str
+    namespace: str
+    ack_id: int
+    args: list[Any]
+
+
+@dataclass(frozen=True, slots=True)
+class SocketDisconnected:
+    """``reason``: "client namespace disconnect", "server namespace disconnect",
+    "server shutting down"-style Engine.IO reasons ("transport close", "ping timeout",
+    ...), or "parse error"/"invalid state" when the client broke the protocol."""
+
+    sid: str
+    namespace: str
+    reason: str
+
+
+# ------------------------------------------------------------------------------ config
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectRefused:
+    """An auth hook's refusal: sent as ``44[/nsp,]{"message":...,"data":...}``."""
+
+    message: str
+    data: Any = None
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectAttempt:
+    eio_sid: str
+    namespace: str
+    auth: Any
+
+
+class _Defer:
+    """Returned by an auth hook that decides later (for example after async I/O)."""
+
+    def __repr__(self) -> str:
+        return "DEFER"
+
+
+DEFER = _Defer()
+
+AuthHook = Callable[[ConnectAttempt], Union[ConnectRefused, _Defer, None]]
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectRequested:
+    """An auth hook returned :data:`DEFER`: answer with :meth:`SocketIOServer.accept_connect`
+    or :meth:`SocketIOServer.refuse_connect`."""
+
+    eio_sid: str
+    namespace: str
+    auth: Any
+
+
+@dataclass(frozen=True, slots=True)
+class NamespaceConfig:
+    """``authorize`` returns ``None`` to accept, a :class:`ConnectRefused` to refuse, or
+    :data:`DEFER` to decide later (a :class:`ConnectRequested` event is emitted; until the
+    answer, packets for that namespace close the connection, as in Node)."""
+
+    authorize: AuthHook | None = None
+
+
+Event = Union[SocketConnected, EventReceived, AckReceived, SocketDisconnected, ConnectRequested]
+
+
+@dataclass(frozen=True, slots=True)
+class SocketIOConfig:
+    connect_timeout_ms: int = 45_000
+    max_attachments: int = DEFAULT_MAX_ATTACHMENTS
+    namespaces: Mapping[str, NamespaceConfig] = field(default_factory=lambda: {"/": NamespaceConfig()})
+
+
+# ------------------------------------------------------------------------------ state
+
+
+class _Socket:
+    __slots__ = ("sid", "namespace", "eio_sid", "next_ack_id", "pending_acks")
+
+    def __init__(self, sid: str, namespace: str, eio_sid: str) -> None:
+        self.sid = sid
+        self.namespace = namespace
+        self.eio_sid = eio_sid
+        self.next_ack_id = 0
+        self.pending_acks: set[int] = set()
+
+
+class _Connection:
+    __slots__ = ("eio_sid", "decoder", "sockets", "pending", "connect_deadline", "open")
+
+    def __init__(self, eio_sid: str, max_attachments: int, connect_deadline: float) -> None:
+        self.eio_sid = eio_sid
+        self.decoder = Decoder(max_attachments=max_attachments)
+        self.sockets: dict[str, _Socket] = {}  # namespace -> socket
+        self.pending: dict[str, Any] = {}  # namespace -> auth, awaiting a deferred decision
+        self.connect_deadline: float | None = connect_deadline
+        self.open = True
+
+
+class SocketIOServer:
+    def __init__(
+        self,
+        transport: EngineIOTransport,
+        config: SocketIOConfig | None = None,
+        adapter: Adapter | None = None,
+    ) -> None:
+        self.transport = transport
+        self.config = config or SocketIOConfig()
+        self.adapter = adapter or InMemoryAdapter()
+        self._namespaces: dict[str, NamespaceConfig] = dict(self.config.namespaces)
+        self._connections: dict[str, _Connection] = {}
+        self._sockets: dict[str, _Socket] = {}  # socket id -> socket
+        self._events: list[Event] = []
+        self._event_waker: Callable[[], None] | None = None
+        self._deadlines: list[tuple[float, int, str]] = []
+        self._counter = itertools.count()
+
+    # ------------------------------------------------------------------ namespaces
+
+    def add_namespace(self, namespace: str, config: NamespaceConfig | None = None) -> None:
+        if not namespace.startswith("/"):
+            raise ValueError("a namespace starts with '/'")
+        self._namespaces[namespace] = config or NamespaceConfig()
+
+    # ------------------------------------------------------------------ Engine.IO side
+
+    def handle_engineio_event(self, event: eio.Event, now: float) -> None:
+        if isinstance(event, eio.Connected):
+            self.engineio_connected(event.sid, now)
+        elif isinstance(event, eio.MessageReceived):
+            self.engineio_message(event.sid, event.data, now)
+        elif isinstance(event, eio.Disconnected):
+            self.engineio_disconnected(event.sid, event.reason.value)
+
+    def engineio_connected(self, eio_sid: str, now: float) -> None:
+        deadline = now + self.config.connect_timeout_ms / 1000
+        self._connections[eio_sid] = _Connection(eio_sid, self.config.max_attachments, deadline)
+        heapq.heappush(self._deadlines, (deadline, next(self._counter), eio_sid))
+
+    def engineio_disconnected(self, eio_sid: str, reason: str) -> None:
+        connection = self._connections.pop(eio_sid, None)
+        if connection is not None:
+            connection.open = False
+            self._drop_sockets(connection, reason)
+
+    def engineio_message(self, eio_sid: str, data: str | bytes, now: float) -> None:
+        connection = self._connections.get(eio_sid)
+        if connection is None or not connection.open:
+            return
+        try:
+            packet = connection.decoder.receive(data)
+        except SocketIODecodeError:
+            self._close_connection(connection, "parse error", now)
+            return
+        if packet is not None:
+            self._on_packet(connection, packet, now)
+
+    # ------------------------------------------------------------------ timers
+
+    def next_deadline(self) -> float | None:
+        while self._deadlines:
+            deadline, _, eio_sid = self._deadlines[0]
+            connection = self._connections.get(eio_sid)
+            if connection is not None and connection.connect_deadline == deadline:
+                return deadline
+            heapq.heappop(self._deadlines)
+        return None
+
+    def handle_timers(self, now: float) -> None:
+        while self._deadlines and self._deadlines[0][0] <= now:
+            deadline, _, eio_sid = heapq.heappop(self._deadlines)
+            connection = self._connections.get(eio_sid)
+            if connection is not None and connection.connect_deadline == deadline and not connection.sockets:
+                self._close_connection(connection, "connect timeout", now)
+
+    # ------------------------------------------------------------------ application API
+
+    def take_events(self) -> list[Event]:
+        events, self._events = self._events, []
+        return events
+
+    def set_event_waker(self, waker: Callable[[], None] | None) -> None:
+        self._event_waker = waker
+
+    def emit(self, sid: str, event: str, *args: Any, with_ack: bool = False, volatile: bool = False) -> int | None:
+        """Send an event to one socket. With ``with_ack`` returns the ack id the client's
+        answer will carry (an :class:`AckReceived`)."""
+        if event in RESERVED_EVENTS:
+            raise ValueError(f"{event!r} is a reserved event name")
+        socket = self._sockets.get(sid)
+        if socket is None:
+            return None
+        ack_id: int | None = None
+        if with_ack:
+            ack_id = socket.next_ack_id
+            socket.next_ack_id = ack_id + 1 if ack_id < MAX_ACK_ID else 0
+            socket.pending_acks.add(ack_id)
+        messages = encode_packet(Packet(PacketType.EVENT, socket.namespace, [event, *args], ack_id))
+        self._deliver(socket.eio_sid, messages, volatile)
+        return ack_id
+
+    def ack(self, sid: str, ack_id: int, *args: Any) -> None:
+        """Answer an :class:`EventReceived` that carried ``ack_id``."""
+        socket = self._sockets.get(sid)
+        if socket is not None:
+            self._deliver(socket.eio_sid, encode_packet(Packet(PacketType.ACK, socket.namespace, list(args), ack_id)))
+
+    def broadcast(
+        self,
+        namespace: str,
+        event: str,
+        *args: Any,
+        rooms: Sequence[str] = (),
+        except_rooms: Sequence[str] = (),
+        except_sids: Sequence[str] = (),
+        volatile: bool = False,
+    ) -> int:
+        """Send one event to many sockets. The packet is encoded once and the same
+        message objects are handed to every target. Returns the number of targets."""
+        if event in RESERVED_EVENTS:
+            raise ValueError(f"{event!r} is a reserved event name")
+        messages = encode_packet(Packet(PacketType.EVENT, namespace, [event, *args]))
+        options = BroadcastOptions(
+            namespace, frozenset(rooms), frozenset(except_rooms), frozenset(except_sids), volatile
+        )
+
+        def deliver(sid: str, encoded: Sequence[str | bytes]) -> None:
+            socket = self._sockets.get(sid)
+            if socket is not None:
+                self._deliver(socket.eio_sid, encoded, volatile)
+
+        return self.adapter.broadcast(messages, options, deliver)
+
+    def join(self, sid: str, room: str) -> None:
+        socket = self._sockets.get(sid)
+        if socket is not None:
+            self.adapter.join(socket.namespace, sid, room)
+
+    def leave(self, sid: str, room: str) -> None:
+        socket = self._sockets.get(sid)
+        if socket is not None:
+            self.adapter.leave(socket.namespace, sid, room)
+
+    def rooms(self, sid: str) -> frozenset[str]:
+        socket = self._sockets.get(sid)
+        return self.adapter.rooms_of(socket.namespace, sid) if socket is not None else frozenset()
+
+    def disconnect(self, sid: str) -> None:
+        """Server-side namespace disconnect: sends ``41[/nsp,]``; the client reports
+        "io server disconnect". The Engine.IO connection stays open."""
+        socket = self._sockets.get(sid)
+        if socket is None:
+            return
+        self._deliver(socket.eio_sid, encode_packet(Packet(PacketType.DISCONNECT, socket.namespace)))
+        connection = self._connections.get(socket.eio_sid)
+        if connection is not None:
+            connection.sockets.pop(socket.namespace, None)
+        self._remove_socket(socket, "server namespace disconnect")
+
+    def accept_connect(self, eio_sid: str, namespace: str) -> str | None:
+        """Accept a deferred CONNECT; returns the new socket id (``None`` if the
+        connection went away meanwhile)."""
+        connection = self._connections.get(eio_sid)
+        if connection is None or namespace not in connection.pending:
+            return None
+        auth = connection.pending.pop(namespace)
+        self._accept(connection, namespace, auth)
+        return connection.sockets[namespace].sid
+
+    def refuse_connect(self, eio_sid: str, namespace: str, refusal: ConnectRefused) -> None:
+        connection = self._connections.get(eio_sid)
+        if connection is not None and connection.pending.pop(namespace, _MISSING) is not _MISSING:
+            self._send_connect_error(connection, namespace, refusal)
+
+    def close_connection(self, eio_sid: str, now: float) -> None:
+        connection = self._connections.get(eio_sid)
+        if connection is not None:
+            self._close_connection(connection, "server shutting down", now)
+
+    def socket_info(self, sid: str) -> tuple[str, str] | None:
+        """``(namespace, eio_sid)`` of a connected socket."""
+        socket = self._sockets.get(sid)
+        return (socket.namespace, socket.eio_sid) if socket is not None else None
+
+    # ------------------------------------------------------------------ internals
+
+    def _emit_event(self, event: Event) -> None:
+        self._events.append(event)
+        if self._event_waker is not None:
+            self._event_waker()
+
+    def _deliver(self, eio_sid: str, messages: Sequence[str | bytes], volatile: bool = False) -> None:
+        # Only the first message of a binary packet may be dropped (volatile): once the
+        # header is out, its attachments must follow or the client's decoder desyncs.
+        first, *rest = messages
+        if not self.transport.send(eio_sid, first, volatile=volatile):
+            return
+        for message in rest:
+            self.transport.send(eio_sid, message)
+
+    def _close_connection(self, connection: _Connection, reason: str, now: float) -> None:
+        connection.open = False
+        self._connections.pop(connection.eio_sid, None)
+        self._drop_sockets(connection, reason)
+        self.transport.close(connection.eio_sid, now)
+
+    def _drop_sockets(self, connection: _Connection, reason: str) -> None:
+        sockets = list(connection.sockets.values())
+        connection.sockets.clear()
+        for socket in sockets:
+            self._remove_socket(socket, reason)
+
+    def _remove_socket(self, socket: _Socket, reason: str) -> None:
+        self._sockets.pop(socket.sid, None)
+        self.adapter.leave_all(socket.namespace, socket.sid)
+        self._emit_event(SocketDisconnected(socket.sid, socket.namespace, reason))
+
+    def _on_packet(self, connection: _Connection, packet: Packet, now: float) -> None:
+        socket = connection.sockets.get(packet.namespace)
+        if packet.type is PacketType.CONNECT:
+            if socket is not None or packet.namespace in connection.pending:
+                self._close_connection(connection, "invalid state", now)
+            else:
+                self._connect(connection, packet)
+            return
+        if socket is None or packet.type is PacketType.CONNECT_ERROR:
+            self._close_connection(connection, "invalid state", now)
+            return
+        if packet.type in (PacketType.EVENT, PacketType.BINARY_EVENT):
+            event, *args = packet.data
+            self._emit_event(EventReceived(socket.sid, socket.namespace, event, args, packet.id))
+        elif packet.type in (PacketType.ACK, PacketType.BINARY_ACK):
+            if packet.id is not None and packet.id in socket.pending_acks:
+                socket.pending_acks.discard(packet.id)
+                self._emit_event(AckReceived(socket.sid, socket.namespace, packet.id, packet.data))
+            # an unknown ack id is ignored, as Node does
+        elif packet.type is PacketType.DISCONNECT:
+            del connection.sockets[packet.namespace]
+            self._remove_socket(socket, "client namespace disconnect")
+
+    def _connect(self, connection: _Connection, packet: Packet) -> None:
+        namespace = packet.namespace
+        config = self._namespaces.get(namespace)
+        if config is None:
+            self._send_connect_error(connection, namespace, ConnectRefused(INVALID_NAMESPACE))
+            return
+        auth = packet.data if packet.data is not None else {}
+        if config.authorize is not None:
+            decision = config.authorize(ConnectAttempt(connection.eio_sid, namespace, auth))
+            if isinstance(decision, _Defer):
+                connection.pending[namespace] = auth
+                self._emit_event(ConnectRequested(connection.eio_sid, namespace, auth))
+                return
+            if decision is not None:
+                self._send_connect_error(connection, namespace, decision)
+                return
+        self._accept(connection, namespace, auth)
+
+    def _accept(self, connection: _Connection, namespace: str, auth: Any) -> None:
+        sid = secrets.token_urlsafe(15)
+        while sid in self._sockets or sid == connection.eio_sid:  # pragma: no cover - 120 random bits
+            sid = secrets.token_urlsafe(15)
+        socket = _Socket(sid, namespace, connection.eio_sid)
+        connection.sockets[namespace] = socket
+        connection.connect_deadline = None
+        self._sockets[sid] = socket
+        self.adapter.join(namespace, sid, sid)  # every socket is in the room named after its id
+        self._deliver(connection.eio_sid, encode_packet(Packet(PacketType.CONNECT, namespace, {"sid": sid})))
+        self._emit_event(SocketConnected(sid, namespace, connection.eio_sid, auth))
+
+    def _send_connect_error(self, connection: _Connection, namespace: str, refusal: ConnectRefused) -> None:
+        payload: dict[str, Any] = {"message": refusal.message}
+        if refusal.data is not None:
+            payload["data"] = refusal.data
+        self._deliver(connection.eio_sid, encode_packet(Packet(PacketType.CONNECT_ERROR, namespace, payload)))
