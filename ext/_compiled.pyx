@@ -1,0 +1,434 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
+# cython: binding=False, embedsignature=True, embedsignature.format=clinic
+# binding=False: module functions become plain builtins (METH_FASTCALL), which is
+# measurably cheaper per call than cyfunctions (about 10 ns on a 20 ns mask call).
+"""Compiled twins of ``volleyio._speedups._pure`` (same signatures, same results).
+
+The byte crunching lives in ``vio_simd.c`` (runtime-dispatched AVX2/SSE2/NEON masking,
+AVX2/SSSE3 UTF-8 validation); this module is the thin, allocation-lean Python layer
+and the whole frame-parsing loop.
+"""
+
+from cpython.buffer cimport PyObject_GetBuffer, PyBuffer_Release, PyBUF_SIMPLE
+from cpython.bytes cimport PyBytes_FromStringAndSize, PyBytes_AS_STRING, PyBytes_GET_SIZE, PyBytes_CheckExact
+from cpython.bytearray cimport PyByteArray_CheckExact, PyByteArray_AS_STRING, PyByteArray_GET_SIZE
+from libc.string cimport memcpy
+from libc.stdint cimport uint8_t, uint64_t
+
+cdef extern from "Python.h":
+    object PyUnicode_New(Py_ssize_t size, Py_UCS4 maxchar)
+    void *PyUnicode_DATA(object o)
+    object PyUnicode_DecodeUTF8(const char *s, Py_ssize_t size, const char *errors)
+
+cdef extern from "vio_simd.h" nogil:
+    ctypedef struct vio_utf8_state:
+        uint8_t need
+        uint8_t lo
+        uint8_t hi
+    void vio_simd_init()
+    int vio_simd_set_level(int level)
+    const char *vio_mask_impl_name()
+    const char *vio_utf8_impl_name()
+    void vio_mask(uint8_t *dst, const uint8_t *src, size_t n, const uint8_t *key4)
+    Py_ssize_t vio_utf8_check(const uint8_t *s, size_t n)
+    Py_ssize_t vio_utf8_feed(vio_utf8_state *st, const uint8_t *s, size_t n)
+    int vio_is_ascii(const uint8_t *s, size_t n)
+
+vio_simd_init()
+
+# Buffers at least this large are processed with the GIL released. Below it the
+# release/re-acquire costs more than it frees up.
+cdef enum:
+    NOGIL_MIN = 131072
+
+cdef object _KEY_ERROR = "a WebSocket mask key is exactly 4 bytes"
+
+
+def _simd_info():
+    """Which kernels are in use: {"mask": name, "utf8": name}."""
+    return {"mask": vio_mask_impl_name().decode(), "utf8": vio_utf8_impl_name().decode()}
+
+
+def _set_simd_level(int level):
+    """Testing aid: 0 scalar, 1 SSE2/NEON, 2 SSSE3, 3 AVX2, -1 best available.
+
+    Clamped to what this CPU supports; returns the level now in effect.
+    """
+    return vio_simd_set_level(level)
+
+
+cdef inline int _load_key(object key, object offset, uint8_t *out) except -1:
+    cdef uint8_t raw[4]
+    cdef const char *p
+    cdef int shift, i
+    if not PyBytes_CheckExact(key):
+        key = bytes(key)
+    if PyBytes_GET_SIZE(key) != 4:
+        raise ValueError(_KEY_ERROR)
+    p = PyBytes_AS_STRING(key)
+    if offset is 0:
+        memcpy(out, p, 4)
+        return 0
+    shift = <int>(offset % 4)
+    for i in range(4):
+        out[i] = <uint8_t>p[(i + shift) & 3]
+    return 0
+
+
+def mask(data, key, offset=0):
+    """Return ``data`` XORed with ``key`` repeated, starting at key byte ``offset % 4``."""
+    cdef uint8_t k[4]
+    cdef Py_buffer view
+    cdef Py_ssize_t n
+    cdef object out
+    cdef uint8_t *dst
+    cdef const uint8_t *src
+    _load_key(key, offset, k)
+    if PyBytes_CheckExact(data):
+        n = PyBytes_GET_SIZE(data)
+        out = PyBytes_FromStringAndSize(NULL, n)
+        dst = <uint8_t *>PyBytes_AS_STRING(out)
+        src = <const uint8_t *>PyBytes_AS_STRING(data)
+        if n < NOGIL_MIN:
+            vio_mask(dst, src, n, k)
+        else:
+            with nogil:
+                vio_mask(dst, src, n, k)
+        return out
+    try:
+        PyObject_GetBuffer(data, &view, PyBUF_SIMPLE)
+    except (TypeError, BufferError):
+        # Not a contiguous buffer: the pure twin accepts whatever ``bytes()`` does.
+        return mask(bytes(data), key, offset)
+    try:
+        n = view.len
+        out = PyBytes_FromStringAndSize(NULL, n)
+        dst = <uint8_t *>PyBytes_AS_STRING(out)
+        src = <const uint8_t *>view.buf
+        if n < NOGIL_MIN:
+            vio_mask(dst, src, n, k)
+        else:
+            with nogil:
+                vio_mask(dst, src, n, k)
+    finally:
+        PyBuffer_Release(&view)
+    return out
+
+
+def mask_inplace(buffer, key, offset=0):
+    """XOR a writable buffer with ``key`` in place, starting at key byte ``offset % 4``."""
+    cdef uint8_t k[4]
+    cdef Py_buffer view
+    cdef Py_ssize_t n
+    cdef uint8_t *p
+    if PyByteArray_CheckExact(buffer):
+        n = PyByteArray_GET_SIZE(buffer)
+        if n < NOGIL_MIN:
+            _load_key(key, offset, k)
+            vio_mask(<uint8_t *>PyByteArray_AS_STRING(buffer), <uint8_t *>PyByteArray_AS_STRING(buffer), n, k)
+            return None
+    try:
+        PyObject_GetBuffer(buffer, &view, PyBUF_SIMPLE)
+    except BufferError:
+        raise TypeError("memoryview: casts are restricted to C-contiguous views") from None
+    try:
+        if view.readonly:
+            raise TypeError("mask_inplace needs a writable buffer")
+        _load_key(key, offset, k)
+        n = view.len
+        p = <uint8_t *>view.buf
+        if n < NOGIL_MIN:
+            vio_mask(p, p, n, k)
+        else:
+            # The buffer export keeps the object from being resized or freed meanwhile.
+            with nogil:
+                vio_mask(p, p, n, k)
+    finally:
+        PyBuffer_Release(&view)
+    return None
+
+
+def validate_utf8(data):
+    """-1 if valid and complete; else the offset of the first bad byte (len if truncated)."""
+    cdef Py_buffer view
+    cdef Py_ssize_t r
+    if PyBytes_CheckExact(data) and PyBytes_GET_SIZE(data) < NOGIL_MIN:
+        return vio_utf8_check(<const uint8_t *>PyBytes_AS_STRING(data), PyBytes_GET_SIZE(data))
+    PyObject_GetBuffer(data, &view, PyBUF_SIMPLE)
+    try:
+        if view.len < NOGIL_MIN:
+            r = vio_utf8_check(<const uint8_t *>view.buf, view.len)
+        else:
+            with nogil:
+                r = vio_utf8_check(<const uint8_t *>view.buf, view.len)
+    finally:
+        PyBuffer_Release(&view)
+    return r
+
+
+cdef class Utf8Validator:
+    """Validate UTF-8 arriving in pieces, failing at the first bad byte of any piece."""
+
+    cdef vio_utf8_state _st
+    cdef bint _failed
+
+    def __cinit__(self):
+        self._st.need = 0
+        self._st.lo = 0x80
+        self._st.hi = 0xBF
+        self._failed = False
+
+    @property
+    def complete(self):
+        """True when no multi-byte sequence is waiting for its remaining bytes."""
+        return self._st.need == 0 and not self._failed
+
+    def reset(self):
+        self._st.need = 0
+        self._st.lo = 0x80
+        self._st.hi = 0xBF
+        self._failed = False
+
+    def __reduce__(self):
+        return _rebuild_validator, (self._st.need, self._st.lo, self._st.hi, self._failed)
+
+    def feed(self, data):
+        """-1 while the stream so far is a valid prefix; else the bad byte's offset in ``data``."""
+        cdef Py_buffer view
+        cdef Py_ssize_t r
+        if self._failed:
+            return 0
+        PyObject_GetBuffer(data, &view, PyBUF_SIMPLE)
+        try:
+            if view.len < NOGIL_MIN:
+                r = vio_utf8_feed(&self._st, <const uint8_t *>view.buf, view.len)
+            else:
+                # Safe: a Utf8Validator is not meant to be fed from two threads at once,
+                # and the buffer export pins the data.
+                with nogil:
+                    r = vio_utf8_feed(&self._st, <const uint8_t *>view.buf, view.len)
+        finally:
+            PyBuffer_Release(&view)
+        if r >= 0:
+            self._failed = True
+            self._st.need = 0
+            return r
+        return -1
+
+
+def _rebuild_validator(int need, int lo, int hi, bint failed):
+    """Unpickle a Utf8Validator (the pure twin pickles through __slots__)."""
+    cdef Utf8Validator v = Utf8Validator()
+    if not (0 <= need <= 3 and 0x80 <= lo <= hi <= 0xBF):
+        raise ValueError("invalid Utf8Validator state")
+    v._st.need = need
+    v._st.lo = lo
+    v._st.hi = hi
+    v._failed = failed
+    return v
+
+
+cdef inline object _text_payload(const uint8_t *src, Py_ssize_t n, bint masked, const uint8_t *key):
+    """The payload as str, or None if it is not valid UTF-8."""
+    cdef object u
+    cdef uint8_t *dst
+    if n == 0:
+        return ""
+    # Optimistically build a compact ASCII str and unmask straight into it.
+    u = PyUnicode_New(n, 127)
+    dst = <uint8_t *>PyUnicode_DATA(u)
+    if masked:
+        if n < NOGIL_MIN:
+            vio_mask(dst, src, n, key)
+        else:
+            with nogil:
+                vio_mask(dst, src, n, key)
+    else:
+        memcpy(dst, src, n)
+    if vio_is_ascii(dst, n):
+        return u
+    if vio_utf8_check(dst, n) != -1:
+        return None
+    return PyUnicode_DecodeUTF8(<const char *>dst, n, NULL)
+
+
+cdef inline object _bytes_payload(const uint8_t *src, Py_ssize_t n, bint masked, const uint8_t *key):
+    cdef object out = PyBytes_FromStringAndSize(NULL, n)
+    cdef uint8_t *dst = <uint8_t *>PyBytes_AS_STRING(out)
+    if masked:
+        if n < NOGIL_MIN:
+            vio_mask(dst, src, n, key)
+        else:
+            with nogil:
+                vio_mask(dst, src, n, key)
+    else:
+        memcpy(dst, src, n)
+    return out
+
+
+def parse_frames(data, mask_required, max_payload, allowed_rsv, decode_text):
+    """Parse all complete frames at the start of ``data`` (see ``_pure.parse_frames``)."""
+    cdef Py_buffer view
+    cdef const uint8_t *buf
+    cdef Py_ssize_t end, pos = 0, header, start, avail
+    cdef uint8_t b0, b1
+    cdef int rsv, opcode, arsv
+    cdef bint fin, masked
+    cdef bint mreq = True if mask_required else False
+    cdef bint dtext = True if decode_text else False
+    cdef uint64_t length, limit
+    cdef bint limited
+    cdef list frames = []
+    cdef object err = None
+    cdef object payload
+    cdef const uint8_t *key
+
+    if max_payload < 0 or max_payload >= 0x8000000000000000:
+        limited = False
+        limit = 0
+    else:
+        limited = True
+        limit = <uint64_t>max_payload
+    arsv = <int>(allowed_rsv & 7)
+
+    PyObject_GetBuffer(data, &view, PyBUF_SIMPLE)
+    try:
+        buf = <const uint8_t *>view.buf
+        end = view.len
+        while end - pos >= 2:
+            b0 = buf[pos]
+            b1 = buf[pos + 1]
+            fin = (b0 & 0x80) != 0
+            rsv = (b0 >> 4) & 0x7
+            opcode = b0 & 0x0F
+            masked = (b1 & 0x80) != 0
+            length = b1 & 0x7F
+            header = 2
+            if length == 126:
+                if end - pos < 4:
+                    break
+                length = (<uint64_t>buf[pos + 2] << 8) | buf[pos + 3]
+                header = 4
+            elif length == 127:
+                if end - pos < 10:
+                    break
+                length = ((<uint64_t>buf[pos + 2] << 56) | (<uint64_t>buf[pos + 3] << 48)
+                          | (<uint64_t>buf[pos + 4] << 40) | (<uint64_t>buf[pos + 5] << 32)
+                          | (<uint64_t>buf[pos + 6] << 24) | (<uint64_t>buf[pos + 7] << 16)
+                          | (<uint64_t>buf[pos + 8] << 8) | <uint64_t>buf[pos + 9])
+                header = 10
+                if length >> 63:
+                    err = (1002, "frame length has the most significant bit set")
+                    break
+
+            if opcode > 0x2 and opcode < 0x8 or opcode > 0xA:
+                err = (1002, f"reserved opcode {opcode:#x}")
+                break
+            if opcode >= 0x8:
+                if not fin:
+                    err = (1002, "fragmented control frame")
+                    break
+                if length > 125:
+                    err = (1002, "control frame payload longer than 125 bytes")
+                    break
+                if rsv:
+                    err = (1002, "reserved bits set on a control frame")
+                    break
+            elif rsv:
+                if opcode == 0x0:
+                    err = (1002, "reserved bits set on a continuation frame")
+                    break
+                if rsv & ~arsv:
+                    err = (1002, "reserved bits set without a negotiated extension")
+                    break
+            if masked != mreq:
+                if mreq:
+                    err = (1002, "client frame is not masked")
+                else:
+                    err = (1002, "server frame is masked")
+                break
+            if limited and length > limit:
+                err = (1009, "frame payload exceeds the size limit")
+                break
+
+            avail = end - pos - header
+            if masked:
+                avail -= 4
+            if avail < 0 or length > <uint64_t>avail:
+                break
+            start = end - avail
+            key = buf + pos + header
+            if dtext and opcode == 0x1 and fin and rsv == 0:
+                payload = _text_payload(buf + start, <Py_ssize_t>length, masked, key)
+                if payload is None:
+                    err = (1007, "invalid UTF-8 in text frame")
+                    break
+            else:
+                payload = _bytes_payload(buf + start, <Py_ssize_t>length, masked, key)
+            frames.append((opcode, fin, rsv, payload))
+            pos = start + <Py_ssize_t>length
+    finally:
+        PyBuffer_Release(&view)
+    return frames, pos, err
+
+
+def encode_frame(opcode, payload, fin=True, rsv=0, mask_key=None):
+    """Serialize one frame with the shortest length encoding."""
+    cdef Py_buffer view
+    cdef Py_ssize_t n, hlen
+    cdef uint8_t k[4]
+    cdef uint8_t *out
+    cdef int b0, mbit
+    cdef object frame
+    if not 0 <= opcode <= 0xF:
+        raise ValueError(f"opcode out of range: {opcode}")
+    if not 0 <= rsv <= 0x7:
+        raise ValueError(f"rsv out of range: {rsv}")
+    b0 = (0x80 if fin else 0) | (<int>rsv << 4) | <int>opcode
+    if mask_key is not None:
+        _load_key(mask_key, 0, k)
+        mbit = 0x80
+    else:
+        mbit = 0
+    PyObject_GetBuffer(payload, &view, PyBUF_SIMPLE)
+    try:
+        n = view.len
+        if n < 126:
+            hlen = 2
+        elif n < 0x10000:
+            hlen = 4
+        else:
+            hlen = 10
+        if mbit:
+            hlen += 4
+        frame = PyBytes_FromStringAndSize(NULL, hlen + n)
+        out = <uint8_t *>PyBytes_AS_STRING(frame)
+        out[0] = <uint8_t>b0
+        if n < 126:
+            out[1] = <uint8_t>(mbit | n)
+        elif n < 0x10000:
+            out[1] = <uint8_t>(mbit | 126)
+            out[2] = <uint8_t>(n >> 8)
+            out[3] = <uint8_t>n
+        else:
+            out[1] = <uint8_t>(mbit | 127)
+            out[2] = <uint8_t>((<uint64_t>n) >> 56)
+            out[3] = <uint8_t>((<uint64_t>n) >> 48)
+            out[4] = <uint8_t>((<uint64_t>n) >> 40)
+            out[5] = <uint8_t>((<uint64_t>n) >> 32)
+            out[6] = <uint8_t>(n >> 24)
+            out[7] = <uint8_t>(n >> 16)
+            out[8] = <uint8_t>(n >> 8)
+            out[9] = <uint8_t>n
+        if mbit:
+            memcpy(out + hlen - 4, k, 4)
+            if n < NOGIL_MIN:
+                vio_mask(out + hlen, <const uint8_t *>view.buf, n, k)
+            else:
+                with nogil:
+                    vio_mask(out + hlen, <const uint8_t *>view.buf, n, k)
+        else:
+            memcpy(out + hlen, view.buf, n)
+    finally:
+        PyBuffer_Release(&view)
+    return frame
