@@ -21,3 +21,16 @@ class HandshakeError(VolleyError):
     def __init__(self, message: str, status: int = 400) -> None:
         super().__init__(message)
         self.status = status
+
+
+class ConnectionClosedError(VolleyError):
+    """An operation needs an open connection but it is closing or closed.
+
+    ``code`` and ``reason`` describe how it closed (1006 / ``""`` when no close frame
+    was exchanged).
+    """
+
+    def __init__(self, message: str, code: int = 1006, reason: str = "") -> None:
+        super().__init__(message)
+        self.code = code
+        self.reason = reason

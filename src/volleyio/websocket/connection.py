@@ -1,0 +1,641 @@
+"""The sans-I/O RFC 6455 connection, for both roles.
+
+Bytes go in through :meth:`WebSocketConnection.receive_data`, events come out of
+:meth:`~WebSocketConnection.events` / :meth:`~WebSocketConnection.next_event`, and
+everything to write is collected by :meth:`~WebSocketConnection.data_to_send` as one
+``bytes`` object. Nothing here does I/O or reads a clock.
+
+A peer's protocol violation never raises out of ``receive_data``: the connection
+*fails* (RFC 6455 section 7.1.7) -- it queues a close frame with the matching code
+(1002 protocol error, 1007 invalid UTF-8, 1009 too big, 1011 internal error), records
+the reason on :attr:`~WebSocketConnection.failure` and discards further input. Misuse
+by the local application (sending after close, an invalid close code) raises.
+
+Closing (RFC 6455 section 7): ``OPEN`` -> ``CLOSING`` once a close frame was sent or
+received -> ``CLOSED``. The I/O layer's rule is simply: after every call, write
+``data_to_send()``; when :attr:`~WebSocketConnection.state` is ``CLOSED``, close the
+TCP connection. A server reaches ``CLOSED`` as soon as the close handshake completes
+or it fails the connection (the server closes TCP first, section 7.1.1); a client
+stays ``CLOSING`` until the server's EOF arrives (``receive_data(b"")``) -- the I/O
+layer applies its close timeout to that wait and aborts when it expires.
+"""
+
+from __future__ import annotations
+
+import enum
+import os
+import sys
+from codecs import getincrementaldecoder
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Union
+
+from .. import _speedups
+from ..errors import ConnectionClosedError, ProtocolError
+from .events import (
+    BinaryMessage,
+    CloseReceived,
+    ConnectionClosed,
+    Event,
+    MessageChunk,
+    Ping,
+    Pong,
+    TextMessage,
+)
+from .extensions import Extension
+
+__all__ = [
+    "Role",
+    "ConnectionState",
+    "CloseInfo",
+    "WebSocketConnection",
+    "encode_message_frames",
+    "encode_close_payload",
+    "is_valid_close_code",
+    "OP_CONTINUATION",
+    "OP_TEXT",
+    "OP_BINARY",
+    "OP_CLOSE",
+    "OP_PING",
+    "OP_PONG",
+    "DEFAULT_MAX_MESSAGE_SIZE",
+    "DEFAULT_MAX_FRAGMENTS",
+    "PART_OVERHEAD",
+]
+
+BytesLike = Union[bytes, bytearray, memoryview]
+
+OP_CONTINUATION = 0x0
+OP_TEXT = 0x1
+OP_BINARY = 0x2
+OP_CLOSE = 0x8
+OP_PING = 0x9
+OP_PONG = 0xA
+
+DEFAULT_MAX_MESSAGE_SIZE = 1 << 20
+DEFAULT_MAX_FRAGMENTS = 4096
+#: Bytes charged per retained fragment on top of its length when bounding the memory
+#: an incomplete message holds (a ``bytes`` header plus a list slot is ~40 bytes on
+#: CPython; rounding up keeps many tiny fragments from being nearly free).
+PART_OVERHEAD = 64
+#: Longest close reason that fits a control frame (125 - 2 bytes of code).
+MAX_CLOSE_REASON = 123
+
+
+class Role(enum.Enum):
+    """Which end of the connection this is; decides masking (RFC 6455 section 5.3)."""
+
+    CLIENT = "client"
+    SERVER = "server"
+
+
+class ConnectionState(enum.Enum):
+    OPEN = "open"
+    CLOSING = "closing"  # a close frame was sent and/or received
+    CLOSED = "closed"  # the I/O layer should close TCP (after flushing data_to_send())
+
+
+@dataclass(frozen=True, slots=True)
+class CloseInfo:
+    """A close frame's content. ``code`` 1005 stands for an empty close payload."""
+
+    code: int
+    reason: str
+
+
+def is_valid_close_code(code: int) -> bool:
+    """True for codes allowed in a close frame on the wire (RFC 6455 section 7.4).
+
+    1000-1003, 1007-1011, the widely deployed IANA additions 1012-1014, and the
+    application/library ranges 3000-4999. 1004, 1005, 1006 and 1015 are reserved
+    for local use and must never be sent.
+    """
+    return 1000 <= code <= 1003 or 1007 <= code <= 1014 or 3000 <= code <= 4999
+
+
+def encode_close_payload(code: int | None, reason: str = "") -> bytes:
+    """The payload of a close frame: empty for ``code=None``, else code + UTF-8 reason.
+
+    Raises ``ValueError`` for a code not valid on the wire, a reason without a code,
+    or a reason longer than 123 UTF-8 bytes.
+    """
+    if code is None:
+        if reason:
+            raise ValueError("a close reason needs a close code")
+        return b""
+    if not is_valid_close_code(code):
+        raise ValueError(f"close code {code} may not be sent")
+    encoded = reason.encode("utf-8")
+    if len(encoded) > MAX_CLOSE_REASON:
+        raise ValueError(f"close reason is {len(encoded)} bytes; at most {MAX_CLOSE_REASON} fit in a close frame")
+    return code.to_bytes(2, "big") + encoded
+
+
+def _truncate_utf8(text: str, limit: int) -> str:
+    # Reasons we generate ourselves (failure messages) must still fit a close frame.
+    encoded = text.encode("utf-8")
+    if len(encoded) <= limit:
+        return text
+    return encoded[:limit].decode("utf-8", "ignore")
+
+
+def encode_message_frames(
+    opcode: int,
+    payload: BytesLike,
+    *,
+    fragment_size: int | None = None,
+    rsv: int = 0,
+    mask: bool = False,
+) -> bytes:
+    """Frame one data message without a connection; returns all its frames as one ``bytes``.
+
+    For broadcast: a server encodes a message once (``mask=False``) and hands the same
+    bytes to every recipient's :meth:`WebSocketConnection.send_raw_frames`. ``rsv``
+    goes on the first frame only (pass the bits an extension's ``encode_message``
+    returned, with the payload it returned). With ``fragment_size``, the payload is
+    split into frames of at most that many bytes. ``mask=True`` (client side) uses a
+    fresh random key per frame.
+    """
+    if opcode not in (OP_TEXT, OP_BINARY):
+        raise ValueError(f"not a data opcode: {opcode:#x}")
+    encode = _speedups.encode_frame
+    length = len(payload)
+    if fragment_size is None or length <= fragment_size:
+        return encode(opcode, payload, True, rsv, os.urandom(4) if mask else None)
+    if fragment_size < 1:
+        raise ValueError("fragment_size must be at least 1")
+    view = memoryview(payload).cast("B")
+    frames: list[bytes] = []
+    frame_opcode = opcode
+    frame_rsv = rsv
+    for start in range(0, length, fragment_size):
+        end = start + fragment_size
+        frames.append(encode(frame_opcode, view[start:end], end >= length, frame_rsv, os.urandom(4) if mask else None))
+        frame_opcode = OP_CONTINUATION
+        frame_rsv = 0
+    return b"".join(frames)
+
+
+class WebSocketConnection:
+    """One WebSocket connection after the opening handshake, for either role.
+
+    Parameters (all keyword-only except ``role``):
+
+    ``max_message_size``
+        Largest message accepted, in bytes after extensions decoded it; counted over
+        all fragments; ``None`` disables the check. Exceeding it closes with 1009.
+    ``max_fragments``
+        Most frames one message may span (1009 when exceeded); ``None`` = unlimited.
+    ``extensions``
+        The negotiated extensions, in negotiation order (see ``extensions.py``).
+    ``auto_pong``
+        Answer every ping with a pong carrying the same payload (default True). The
+        :class:`Ping` event is produced either way.
+    ``stream_messages``
+        Deliver data messages as :class:`MessageChunk` events, one per frame, instead
+        of assembled :class:`TextMessage` / :class:`BinaryMessage` events.
+    ``subprotocol``
+        The negotiated subprotocol, kept for the application's convenience.
+
+    Retained memory of an incomplete (fragmented) message is bounded by
+    ``2 * max_message_size`` with :data:`PART_OVERHEAD` counted per retained
+    fragment (1009 beyond that); the receive buffer holds at most one incomplete
+    frame, whose payload is bounded by ``max_message_size`` (plus slack for
+    compressed frames when an extension is negotiated).
+    """
+
+    def __init__(
+        self,
+        role: Role | str,
+        *,
+        max_message_size: int | None = DEFAULT_MAX_MESSAGE_SIZE,
+        max_fragments: int | None = DEFAULT_MAX_FRAGMENTS,
+        extensions: Sequence[Extension] = (),
+        auto_pong: bool = True,
+        stream_messages: bool = False,
+        subprotocol: str | None = None,
+    ) -> None:
+        self.role = Role(role)
+        if max_message_size is not None and max_message_size < 0:
+            raise ValueError("max_message_size must be >= 0 or None")
+        if max_fragments is not None and max_fragments < 1:
+            raise ValueError("max_fragments must be >= 1 or None")
+        self.max_message_size = max_message_size
+        self.max_fragments = max_fragments
+        self.extensions: tuple[Extension, ...] = tuple(extensions)
+        self.auto_pong = auto_pong
+        self.stream_messages = stream_messages
+        self.subprotocol = subprotocol
+
+        self._is_client = self.role is Role.CLIENT
+        self._mask_required = not self._is_client  # servers receive masked frames
+        allowed_rsv = 0
+        for extension in self.extensions:
+            allowed_rsv |= extension.rsv_mask
+        self._allowed_rsv = allowed_rsv
+        if max_message_size is None:
+            self._max_frame = -1
+        elif self.extensions:
+            # A compressed frame may be slightly larger than its decoded content
+            # (stored deflate blocks); the decoded size is what the limit is about.
+            self._max_frame = max_message_size + (max_message_size >> 4) + 1024
+        else:
+            self._max_frame = max_message_size
+        # parse_frames may decode unfragmented, untransformed text frames itself;
+        # with extensions, frames can exceed max_message_size on the wire, so text
+        # length checks happen here on bytes instead.
+        self._decode_text = not self.extensions
+        self._budget_unlimited = sys.maxsize
+
+        self._state = ConnectionState.OPEN
+        self._buffer = bytearray()
+        self._discarding = False  # after a close frame or a failure: ignore input
+        self._outgoing: list[bytes] = []
+        self._events: list[Event] = []
+        self._event_pos = 0
+
+        # The data message being received (None when between messages).
+        self._message_opcode: int | None = None
+        self._message_rsv = 0
+        self._message_size = 0
+        self._message_fragments = 0
+        self._message_parts: list[bytes] = []
+        self._message_retained = 0
+        self._message_decoders: tuple[Extension, ...] = ()
+        self._utf8 = _speedups.Utf8Validator()
+        self._text_decoder = getincrementaldecoder("utf-8")()
+
+        self.close_sent: CloseInfo | None = None
+        self.close_received: CloseInfo | None = None
+        self.failure: ProtocolError | None = None
+
+    # ------------------------------------------------------------------ state
+
+    @property
+    def state(self) -> ConnectionState:
+        """OPEN, CLOSING or CLOSED (see the module docstring for what each means to I/O)."""
+        return self._state
+
+    @property
+    def closed(self) -> bool:
+        """True in the CLOSED state: flush ``data_to_send()``, then close TCP."""
+        return self._state is ConnectionState.CLOSED
+
+    def _closed_error(self) -> ConnectionClosedError:
+        info = self.close_received or self.close_sent
+        if info is None:
+            return ConnectionClosedError(f"the WebSocket connection is {self._state.value}")
+        return ConnectionClosedError(
+            f"the WebSocket connection is {self._state.value} (code {info.code})", info.code, info.reason
+        )
+
+    # ------------------------------------------------------------------ events
+
+    def events(self) -> list[Event]:
+        """Every event produced since the last call, in order (the list is yours)."""
+        events = self._events
+        if self._event_pos:
+            events = events[self._event_pos :]
+        self._events = []
+        self._event_pos = 0
+        return events
+
+    def next_event(self) -> Event | None:
+        """The next pending event, or ``None`` when there is none (yet)."""
+        pos = self._event_pos
+        events = self._events
+        if pos >= len(events):
+            return None
+        event = events[pos]
+        pos += 1
+        if pos == len(events):
+            events.clear()
+            pos = 0
+        self._event_pos = pos
+        return event
+
+    # ------------------------------------------------------------------ output
+
+    def data_to_send(self) -> bytes:
+        """Everything queued for the peer since the last call, coalesced into one bytes."""
+        outgoing = self._outgoing
+        if not outgoing:
+            return b""
+        if len(outgoing) == 1:
+            data = outgoing[0]
+        else:
+            data = b"".join(outgoing)
+        outgoing.clear()
+        return data
+
+    def _mask_key(self) -> bytes | None:
+        return os.urandom(4) if self._is_client else None
+
+    def _require_open(self) -> None:
+        if self._state is not ConnectionState.OPEN:
+            raise self._closed_error()
+
+    def send_text(self, text: str, *, fragment_size: int | None = None, compress: bool | None = None) -> None:
+        """Queue a text message (``fragment_size``: split into frames of at most N bytes).
+
+        ``compress`` is passed to every extension's ``encode_message``: ``None`` =
+        the extension's policy, ``False`` = send as-is. Raises
+        :class:`~volleyio.errors.ConnectionClosedError` unless the state is OPEN.
+        """
+        self._require_open()
+        self._send_message(OP_TEXT, text.encode("utf-8"), fragment_size, compress)
+
+    def send_binary(
+        self, data: BytesLike, *, fragment_size: int | None = None, compress: bool | None = None
+    ) -> None:
+        """Queue a binary message; same options as :meth:`send_text`."""
+        self._require_open()
+        self._send_message(OP_BINARY, data, fragment_size, compress)
+
+    def _send_message(
+        self, opcode: int, payload: BytesLike, fragment_size: int | None, compress: bool | None
+    ) -> None:
+        rsv = 0
+        if self.extensions:
+            wire = bytes(payload)
+            for extension in self.extensions:
+                wire, bits = extension.encode_message(wire, opcode, compress)
+                rsv |= bits
+            payload = wire
+        if fragment_size is None or len(payload) <= fragment_size:
+            # The common case: one encode_frame call, no intermediate copies.
+            self._outgoing.append(_speedups.encode_frame(opcode, payload, True, rsv, self._mask_key()))
+        else:
+            self._outgoing.append(
+                encode_message_frames(opcode, payload, fragment_size=fragment_size, rsv=rsv, mask=self._is_client)
+            )
+
+    def send_raw_frames(self, data: bytes) -> None:
+        """Queue already-encoded frames (from :func:`encode_message_frames`) as they are.
+
+        The caller guarantees they are complete, well-formed data frames for this
+        role (unmasked server frames, masked client frames) and whole messages.
+        Raises :class:`~volleyio.errors.ConnectionClosedError` unless OPEN.
+        """
+        self._require_open()
+        if data:
+            self._outgoing.append(data)
+
+    def send_ping(self, payload: BytesLike = b"") -> None:
+        """Queue a ping (payload at most 125 bytes)."""
+        self._send_control(OP_PING, payload)
+
+    def send_pong(self, payload: BytesLike = b"") -> None:
+        """Queue an unsolicited pong, e.g. as a unidirectional heartbeat (at most 125 bytes)."""
+        self._send_control(OP_PONG, payload)
+
+    def _send_control(self, opcode: int, payload: BytesLike) -> None:
+        self._require_open()
+        if len(payload) > 125:
+            raise ValueError("control frame payloads are at most 125 bytes")
+        self._outgoing.append(_speedups.encode_frame(opcode, payload, True, 0, self._mask_key()))
+
+    def close(self, code: int | None = 1000, reason: str = "") -> None:
+        """Start the closing handshake: queue a close frame and enter CLOSING.
+
+        ``code=None`` sends an empty close payload (the peer sees 1005). Does
+        nothing when a close frame was already sent or the connection is CLOSED.
+        Raises ``ValueError`` for an invalid code or a reason over 123 UTF-8 bytes.
+        """
+        payload = encode_close_payload(code, reason)
+        if self._state is not ConnectionState.OPEN:
+            return
+        self._outgoing.append(_speedups.encode_frame(OP_CLOSE, payload, True, 0, self._mask_key()))
+        self.close_sent = CloseInfo(1005 if code is None else code, reason)
+        self._state = ConnectionState.CLOSING
+
+    # ------------------------------------------------------------------ input
+
+    def receive_data(self, data: BytesLike) -> None:
+        """Feed bytes read from the transport; ``b""`` means the peer closed it (EOF).
+
+        Never raises for anything the peer sent; see :attr:`failure`.
+        """
+        if self._state is ConnectionState.CLOSED:
+            return
+        if not data:
+            self._receive_eof()
+            return
+        if self._discarding:
+            return
+        buffer = self._buffer
+        if buffer:
+            buffer += data
+            source: BytesLike = buffer
+        else:
+            source = data
+        frames, consumed, error = _speedups.parse_frames(
+            source, self._mask_required, self._max_frame, self._allowed_rsv, self._decode_text
+        )
+        if buffer:
+            del buffer[:consumed]
+        elif consumed < len(data):
+            buffer += memoryview(data)[consumed:]
+
+        events = self._events
+        for frame in frames:
+            opcode, fin, rsv, payload = frame
+            if type(payload) is str:
+                # An unfragmented, untransformed text frame that parse_frames already
+                # validated and decoded: the hot path.
+                if self._message_opcode is not None:
+                    self._fail(1002, "new data frame while a fragmented message is in progress")
+                    return
+                if self.stream_messages:
+                    events.append(MessageChunk(payload, True, True, True))
+                else:
+                    events.append(TextMessage(payload))
+                continue
+            try:
+                if opcode <= OP_BINARY:
+                    self._receive_data_frame(opcode, fin, rsv, payload)  # type: ignore[arg-type]
+                else:
+                    self._receive_control_frame(opcode, payload)  # type: ignore[arg-type]
+            except ProtocolError as exc:
+                self._fail(exc.code, str(exc))
+                return
+            except Exception as exc:  # an extension broke: our fault, not the peer's
+                self._fail(1011, f"internal error: {type(exc).__name__}")
+                return
+            if self._discarding:
+                # A close frame arrived; anything after it is ignored (section 1.4).
+                return
+        if error is not None:
+            self._fail(error[0], error[1])
+
+    def receive_eof(self) -> None:
+        """The peer closed its side of the transport (same as ``receive_data(b"")``)."""
+        if self._state is not ConnectionState.CLOSED:
+            self._receive_eof()
+
+    def _receive_eof(self) -> None:
+        self._discarding = True
+        self._buffer = bytearray()
+        self._reset_message()
+        self._enter_closed()
+
+    def _enter_closed(self) -> None:
+        if self._state is ConnectionState.CLOSED:
+            return
+        self._state = ConnectionState.CLOSED
+        received = self.close_received
+        if received is None:
+            self._events.append(ConnectionClosed(1006, "", False))
+        else:
+            self._events.append(ConnectionClosed(received.code, received.reason, self.close_sent is not None))
+
+    def _fail(self, code: int, reason: str) -> None:
+        """Fail the WebSocket connection (RFC 6455 section 7.1.7)."""
+        if not is_valid_close_code(code):
+            code = 1011  # an extension reported a code that may not go on the wire
+        self.failure = ProtocolError(reason, code)
+        if self._state is ConnectionState.OPEN:
+            payload = encode_close_payload(code, _truncate_utf8(reason, MAX_CLOSE_REASON))
+            self._outgoing.append(_speedups.encode_frame(OP_CLOSE, payload, True, 0, self._mask_key()))
+            self.close_sent = CloseInfo(code, _truncate_utf8(reason, MAX_CLOSE_REASON))
+            self._state = ConnectionState.CLOSING
+        self._discarding = True
+        self._buffer = bytearray()
+        self._reset_message()
+        # The server closes TCP right away; a client waits for the server's EOF.
+        if not self._is_client:
+            self._enter_closed()
+
+    def _reset_message(self) -> None:
+        self._message_opcode = None
+        self._message_parts = []
+        self._message_retained = 0
+        self._message_decoders = ()
+
+    def _receive_data_frame(self, opcode: int, fin: bool, rsv: int, payload: bytes) -> None:
+        first = opcode != OP_CONTINUATION
+        if first:
+            if self._message_opcode is not None:
+                raise ProtocolError("new data frame while a fragmented message is in progress", 1002)
+            self._message_opcode = opcode
+            self._message_rsv = rsv
+            self._message_size = 0
+            self._message_fragments = 0
+            if rsv:
+                # Decode in reverse negotiation order; only the extensions whose
+                # bits the first frame carries transformed this message.
+                self._message_decoders = tuple(ext for ext in reversed(self.extensions) if ext.rsv_mask & rsv)
+            else:
+                self._message_decoders = ()
+            if opcode == OP_TEXT and not (fin and not self.stream_messages):
+                self._utf8.reset()
+                self._text_decoder.reset()
+        elif self._message_opcode is None:
+            raise ProtocolError("continuation frame without a message in progress", 1002)
+        else:
+            opcode = self._message_opcode
+
+        self._message_fragments += 1
+        if self.max_fragments is not None and self._message_fragments > self.max_fragments:
+            raise ProtocolError(f"message spans more than {self.max_fragments} frames", 1009)
+
+        max_size = self.max_message_size
+        data = payload
+        if self._message_decoders:
+            budget = self._budget_unlimited if max_size is None else max_size - self._message_size
+            message_rsv = self._message_rsv
+            for extension in self._message_decoders:
+                data = extension.decode_fragment(data, first, message_rsv, fin, budget)
+        size = self._message_size + len(data)
+        if max_size is not None and size > max_size:
+            raise ProtocolError(f"message exceeds {max_size} bytes", 1009)
+        self._message_size = size
+
+        is_text = opcode == OP_TEXT
+        if self.stream_messages:
+            chunk: str | bytes = data
+            if is_text:
+                if self._utf8.feed(data) != -1:
+                    raise ProtocolError("invalid UTF-8 in text message", 1007)
+                if fin and not self._utf8.complete:
+                    raise ProtocolError("text message ends inside a UTF-8 sequence", 1007)
+                chunk = self._text_decoder.decode(data, fin)
+            self._events.append(MessageChunk(chunk, is_text, first, fin))
+            if fin:
+                self._reset_message()
+            return
+
+        if first and fin:
+            # Unfragmented (text here means transformed by an extension, or
+            # decode_text was off).
+            self._reset_message()
+            if is_text:
+                try:
+                    self._events.append(TextMessage(data.decode("utf-8")))
+                except UnicodeDecodeError:
+                    raise ProtocolError("invalid UTF-8 in text message", 1007) from None
+            else:
+                self._events.append(BinaryMessage(data))
+            return
+
+        if is_text and self._utf8.feed(data) != -1:
+            # Fail fast: the rest of the message is never waited for.
+            raise ProtocolError("invalid UTF-8 in text message", 1007)
+        if data:
+            if not fin:
+                # The final part is joined at once; only the parts waiting for more
+                # frames are retained memory.
+                self._message_retained += len(data) + PART_OVERHEAD
+                if max_size is not None and self._message_retained > 2 * max_size:
+                    raise ProtocolError("incomplete message retains too much memory", 1009)
+            self._message_parts.append(data)
+        if not fin:
+            return
+        if is_text and not self._utf8.complete:
+            raise ProtocolError("text message ends inside a UTF-8 sequence", 1007)
+        parts = self._message_parts
+        whole = parts[0] if len(parts) == 1 else b"".join(parts)
+        self._reset_message()
+        if is_text:
+            self._events.append(TextMessage(whole.decode("utf-8")))
+        else:
+            self._events.append(BinaryMessage(whole))
+
+    def _receive_control_frame(self, opcode: int, payload: bytes) -> None:
+        if opcode == OP_PING:
+            self._events.append(Ping(payload))
+            if self.auto_pong and self._state is ConnectionState.OPEN:
+                self._outgoing.append(_speedups.encode_frame(OP_PONG, payload, True, 0, self._mask_key()))
+        elif opcode == OP_PONG:
+            self._events.append(Pong(payload))
+        else:
+            self._receive_close(payload)
+
+    def _receive_close(self, payload: bytes) -> None:
+        length = len(payload)
+        if length == 0:
+            code, reason = 1005, ""
+        elif length == 1:
+            raise ProtocolError("close frame payload of 1 byte", 1002)
+        else:
+            code = int.from_bytes(payload[:2], "big")
+            if not is_valid_close_code(code):
+                raise ProtocolError(f"invalid close code {code}", 1002)
+            try:
+                reason = payload[2:].decode("utf-8")
+            except UnicodeDecodeError:
+                raise ProtocolError("invalid UTF-8 in close reason", 1007) from None
+        # A message interrupted by the close is abandoned (control frames may be
+        # interleaved with fragments, section 5.4).
+        self._reset_message()
+        self.close_received = CloseInfo(code, reason)
+        self._events.append(CloseReceived(code, reason))
+        self._discarding = True
+        self._buffer = bytearray()
+        if self._state is ConnectionState.OPEN:
+            # Echo the code (section 5.5.1); an empty close is answered with an empty one.
+            self._outgoing.append(_speedups.encode_frame(OP_CLOSE, payload[:2], True, 0, self._mask_key()))
+            self.close_sent = CloseInfo(code, "")
+            self._state = ConnectionState.CLOSING
+        if not self._is_client:
+            self._enter_closed()
