@@ -16,6 +16,7 @@ from libc.string cimport memcpy
 from libc.stdint cimport uint8_t, uint64_t
 
 cdef extern from "Python.h":
+    object PyNumber_Index(object o)
     object PyUnicode_New(Py_ssize_t size, Py_UCS4 maxchar)
     void *PyUnicode_DATA(object o)
     object PyUnicode_DecodeUTF8(const char *s, Py_ssize_t size, const char *errors)
@@ -69,7 +70,9 @@ cdef inline int _load_key(object key, object offset, uint8_t *out) except -1:
     if offset is 0:
         memcpy(out, p, 4)
         return 0
-    shift = <int>(offset % 4)
+    # PyNumber_Index: an int or anything with __index__; a float is a TypeError, as in
+    # the pure twin (truncating 1.5 to a key shift would silently mask wrongly).
+    shift = <int>(PyNumber_Index(offset) % 4)
     for i in range(4):
         out[i] = <uint8_t>p[(i + shift) & 3]
     return 0

@@ -9,13 +9,21 @@ import tracemalloc
 import zlib
 from typing import Optional
 
+import h11
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from volleyio import _speedups
 from volleyio.errors import HandshakeError, ProtocolError
-from volleyio.websocket import deflate
+from volleyio.websocket import (
+    ClientHandshake,
+    HandshakeAccepted,
+    HandshakeRejected,
+    compute_accept,
+    deflate,
+    server_handshake,
+)
 from volleyio.websocket.deflate import (
     ClientPerMessageDeflateFactory,
     PerMessageDeflate,
@@ -161,19 +169,27 @@ MALFORMED_OFFERS = [
 
 
 @pytest.mark.parametrize("offer", MALFORMED_OFFERS)
-def test_server_rejects_malformed_offer(offer: str) -> None:
-    with pytest.raises(HandshakeError) as info:
-        ServerPerMessageDeflateFactory().negotiate(offers_of(offer))
-    assert info.value.status == 400
-
-
-@pytest.mark.parametrize("offer", MALFORMED_OFFERS)
-def test_server_can_decline_malformed_offer_instead(offer: str) -> None:
-    factory = ServerPerMessageDeflateFactory(reject_malformed_offers=False)
+def test_server_declines_malformed_offer_by_default(offer: str) -> None:
+    # RFC 7692 section 7.1: the server MUST decline such an offer -- not fail the handshake.
+    factory = ServerPerMessageDeflateFactory()
+    assert factory.reject_malformed_offers is False
     assert factory.negotiate(offers_of(offer)) is None
+    # ... and negotiation goes on with the client's next offer.
     result = factory.negotiate(offers_of(offer + ", permessage-deflate; client_max_window_bits"))
     assert result is not None
     assert result[0] == "permessage-deflate; server_max_window_bits=12; client_max_window_bits=12"
+    assert result[1].remote_max_window_bits == 12
+
+
+@pytest.mark.parametrize("offer", MALFORMED_OFFERS)
+def test_server_can_reject_malformed_offer_instead(offer: str) -> None:
+    factory = ServerPerMessageDeflateFactory(reject_malformed_offers=True)
+    with pytest.raises(HandshakeError) as info:
+        factory.negotiate(offers_of(offer))
+    assert info.value.status == 400
+    # Strict means strict even when a good offer follows the bad one.
+    with pytest.raises(HandshakeError):
+        factory.negotiate(offers_of(offer + ", permessage-deflate"))
 
 
 @pytest.mark.parametrize(
@@ -268,6 +284,102 @@ CLIENT_REJECT_CASES = [
 def test_client_rejects_response(config: dict[str, object], response: str) -> None:
     with pytest.raises(HandshakeError):
         ClientPerMessageDeflateFactory(**config).accept(params_of(response))  # type: ignore[arg-type]
+
+
+# ---------------------------------------------------------------- through the opening handshake
+
+
+def deflate_upgrade_request(*extension_headers: str) -> h11.Request:
+    headers = [
+        ("Host", "example.com"),
+        ("Upgrade", "websocket"),
+        ("Connection", "Upgrade"),
+        ("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ=="),
+        ("Sec-WebSocket-Version", "13"),
+    ]
+    headers += [("Sec-WebSocket-Extensions", value) for value in extension_headers]
+    return h11.Request(method="GET", target="/", headers=headers)
+
+
+def response_extensions(response: h11.InformationalResponse | h11.Response) -> list[bytes]:
+    return [value for name, value in response.headers if name == b"sec-websocket-extensions"]
+
+
+@pytest.mark.parametrize("offer", MALFORMED_OFFERS)
+def test_handshake_with_a_malformed_offer_is_101_without_the_extension(offer: str) -> None:
+    result = server_handshake(deflate_upgrade_request(offer), extensions=[ServerPerMessageDeflateFactory()])
+    assert isinstance(result, HandshakeAccepted)
+    assert result.response.status_code == 101
+    assert response_extensions(result.response) == []
+    assert result.extensions == [] and not result.connection.extensions
+
+
+def test_handshake_uses_the_next_offer_after_a_malformed_one() -> None:
+    request = deflate_upgrade_request("permessage-deflate; bogus=1", "permessage-deflate; client_max_window_bits")
+    result = server_handshake(request, extensions=[ServerPerMessageDeflateFactory()])
+    assert isinstance(result, HandshakeAccepted)
+    assert response_extensions(result.response) == [b"permessage-deflate; server_max_window_bits=12; client_max_window_bits=12"]
+    assert [type(extension) for extension in result.extensions] == [PerMessageDeflate]
+
+
+def test_handshake_with_a_malformed_offer_is_400_when_strict() -> None:
+    factory = ServerPerMessageDeflateFactory(reject_malformed_offers=True)
+    result = server_handshake(deflate_upgrade_request("permessage-deflate; server_max_window_bits=16"), extensions=[factory])
+    assert isinstance(result, HandshakeRejected)
+    assert result.response.status_code == 400
+    assert "server_max_window_bits" in str(result.error)
+
+
+@pytest.mark.parametrize(
+    "header_value",
+    [
+        "permessage-deflate;",  # parameter missing after ';'
+        "permessage-deflate; =12",  # parameter without a name
+        'permessage-deflate; client_max_window_bits="10',  # unterminated quoted string
+        "permessage-deflate; client_max_window_bits=1 0",  # space inside a value
+        "permessage deflate",  # not a token list
+    ],
+)
+@pytest.mark.parametrize("strict", [False, True])
+def test_handshake_with_an_unparseable_extensions_header_is_400(header_value: str, strict: bool) -> None:
+    # A grammar error (RFC 6455 section 9.1) is not an offer that can be declined.
+    factory = ServerPerMessageDeflateFactory(reject_malformed_offers=strict)
+    result = server_handshake(deflate_upgrade_request(header_value), extensions=[factory])
+    assert isinstance(result, HandshakeRejected)
+    assert result.response.status_code == 400
+
+
+@pytest.mark.parametrize(("config", "response"), CLIENT_REJECT_CASES)
+def test_client_handshake_fails_on_a_bad_deflate_response(config: dict[str, object], response: str) -> None:
+    # RFC 7692 section 7.1: the client MUST fail the connection; there is no "decline".
+    handshake = ClientHandshake("example.com", extensions=[ClientPerMessageDeflateFactory(**config)])  # type: ignore[arg-type]
+    reply = h11.InformationalResponse(
+        status_code=101,
+        headers=[
+            ("Upgrade", "websocket"),
+            ("Connection", "Upgrade"),
+            ("Sec-WebSocket-Accept", compute_accept(handshake.key)),
+            ("Sec-WebSocket-Extensions", response),
+        ],
+    )
+    with pytest.raises(HandshakeError):
+        handshake.receive_response(reply)
+
+
+def test_client_handshake_accepts_a_good_deflate_response() -> None:
+    # The counterpart of the test above, so that it cannot pass for a wrong reason.
+    handshake = ClientHandshake("example.com", extensions=[ClientPerMessageDeflateFactory()])
+    reply = h11.InformationalResponse(
+        status_code=101,
+        headers=[
+            ("Upgrade", "websocket"),
+            ("Connection", "Upgrade"),
+            ("Sec-WebSocket-Accept", compute_accept(handshake.key)),
+            ("Sec-WebSocket-Extensions", "permessage-deflate; client_max_window_bits=12"),
+        ],
+    )
+    accepted = handshake.receive_response(reply)
+    assert [type(extension) for extension in accepted.extensions] == [PerMessageDeflate]
 
 
 @pytest.mark.parametrize(("server_config", "client_config"), [

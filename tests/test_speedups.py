@@ -778,3 +778,181 @@ def test_selected_module_matches_fixture(sp):
     if sp is not _pure:
         info = sp._simd_info()
         assert set(info) == {"mask", "utf8"}
+
+
+# --------------------------------------------------------------------- buffers of any item format
+# Every function works on the buffer's *bytes*: a memoryview of an array('i') has one
+# item per int, but its length, offsets and slices here are in bytes (the compiled
+# twin reads the raw buffer; the pure one must not count items).
+
+
+def wide_views(data: bytes) -> list[memoryview]:
+    """``data`` seen through views whose len() is not the byte count (where it divides)."""
+    views = []
+    for fmt in ("H", "i", "q"):
+        size = struct.calcsize(fmt)
+        if len(data) % size == 0 and len(data):
+            views.append(memoryview(bytearray(data)).cast(fmt))
+    if len(data) % 2 == 0 and len(data):
+        views.append(memoryview(bytearray(data)).cast("B", shape=[len(data) // 2, 2]))
+    assert views, "pick a length with at least one non-byte view"
+    assert all(len(v) != len(data) for v in views)
+    return views
+
+
+def test_mask_counts_bytes_of_any_buffer_format(sp):
+    import array
+
+    for n in (8, 24, 1000, 131072 + 8):
+        data = bytes(range(256)) * (n // 256) + bytes(range(n % 256))
+        for offset in range(4):
+            expected = ref_mask(data, KEY, offset) if n < 5000 else _pure.mask(data, KEY, offset)
+            for view in wide_views(data):
+                assert sp.mask(view, KEY, offset) == expected, (view.format, view.ndim, offset)
+                buf = bytearray(data)
+                target = memoryview(buf).cast(view.format) if view.ndim == 1 else memoryview(buf).cast("B", shape=[n // 2, 2])
+                sp.mask_inplace(target, KEY, offset)
+                assert buf == expected, (view.format, view.ndim, offset)
+            assert sp.mask(array.array("i", data), KEY, offset) == expected
+
+
+def test_encode_frame_counts_bytes_of_any_buffer_format(sp):
+    for n in (8, 124, 128, 65536 + 8):
+        payload = bytes(range(256)) * (n // 256) + bytes(range(n % 256))
+        for view in wide_views(payload):
+            assert sp.encode_frame(2, view) == frame(2, payload)
+            assert sp.encode_frame(2, view, mask_key=KEY) == frame(2, payload, key=KEY)
+            assert sp.encode_frame(1, view, fin=False, rsv=4) == frame(1, payload, fin=False, rsv=4)
+
+
+def test_validate_utf8_counts_bytes_of_any_buffer_format(sp):
+    text = "héllo wörld € 😀 語".encode()
+    assert len(text) % 2 == 0
+    for cut in range(0, len(text) + 1, 2):
+        prefix = text[:cut]
+        if not prefix:
+            continue
+        for view in wide_views(prefix):
+            assert sp.validate_utf8(view) == sp.validate_utf8(prefix)
+    # truncated: the offset reported is the byte length, not the item count
+    assert sp.validate_utf8(memoryview(bytearray(b"ab\xe2\x82")).cast("H")) == 4
+    assert sp.validate_utf8(memoryview(bytearray(b"abcd\xf0\x9f\x98\x80\xf0\x9f\x98\x80\xe2\x82")).cast("H")) == 14  # 7 items
+    # invalid: the byte offset of the bad byte
+    assert sp.validate_utf8(memoryview(bytearray(b"\xc3\xa9\xff\x41")).cast("H")) == 2
+    assert sp.validate_utf8(memoryview(bytearray(b"abcdefg\xff")).cast("i")) == 7
+
+
+def test_incremental_validator_counts_bytes_of_any_buffer_format(sp):
+    def feed_all(chunks) -> tuple[list[int], bool]:
+        v = sp.Utf8Validator()
+        return [v.feed(c) for c in chunks], v.complete
+
+    def as_h(data: bytes) -> memoryview:
+        return memoryview(bytearray(data)).cast("H")
+
+    # a pending sequence carried over from a non-byte view must be its last *bytes*
+    assert feed_all([as_h(b"ab\xe2\x82"), as_h(b"\xacx")]) == ([-1, -1], True)
+    assert feed_all([as_h(b"ab\xe2\x82"), as_h(b"\xacx\xff\xff")]) == ([-1, 2], False)
+    assert feed_all([as_h(b"ab\xe2\x82"), as_h(b"x\xac")]) == ([-1, 0], False)
+    assert feed_all([b"\xf0", as_h(b"\x9f\x98"), as_h(b"\x80!")]) == ([-1, -1, -1], True)
+    assert feed_all([as_h(b"ab"), as_h(b"c\xe2"), as_h(b"\x82\xff")]) == ([-1, -1, 1], False)
+    text = "héllo wörld € 😀 語 ok!".encode()
+    assert len(text) % 2 == 0
+    for cut in range(0, len(text) + 1, 2):
+        pieces = [p for p in (text[:cut], text[cut:]) if p]
+        assert feed_all([as_h(p) for p in pieces]) == feed_all(pieces) == ([-1] * len(pieces), True)
+
+
+def test_parse_frames_counts_bytes_of_any_buffer_format(sp):
+    data = frame(2, b"binary!", key=KEY) + frame(1, "héllo".encode(), key=KEY) + frame(9, b"", key=KEY)
+    partial = frame(2, b"x" * 300, key=KEY)[:40]
+    for tail in (b"", partial):
+        whole = data + tail
+        if len(whole) % 2:
+            whole += b"\x82"  # a lone first header byte: incomplete, not consumed
+        expected = ([(2, True, 0, b"binary!"), (1, True, 0, "héllo"), (9, True, 0, b"")], len(data), None)
+        for view in wide_views(whole):
+            assert parse(sp, view, decode_text=True) == expected, (view.format, view.ndim)
+    # an error is reported at a byte offset too
+    bad = frame(2, b"ok", key=KEY) + frame(2, b"unmasked!!")
+    assert parse(sp, memoryview(bytearray(bad)).cast("H")) == ([(2, True, 0, b"ok")], 8, (1002, "client frame is not masked"))
+
+
+class _Index:
+    """An int-like that is not an int (numpy integers behave like this)."""
+
+    def __init__(self, value: int) -> None:
+        self.value = value
+
+    def __index__(self) -> int:
+        return self.value
+
+
+@pytest.mark.parametrize("offset", [0.0, 1.0, 2.5, "1", None])
+def test_mask_offset_must_be_an_integer(sp, offset):
+    with pytest.raises(TypeError):
+        sp.mask(b"abcdefgh", KEY, offset)
+    with pytest.raises(TypeError):
+        sp.mask(b"", KEY, offset)
+    with pytest.raises(TypeError):
+        sp.mask_inplace(bytearray(b"abcdefgh"), KEY, offset)
+    with pytest.raises(TypeError):
+        sp.mask_inplace(bytearray(200_000), KEY, offset)
+
+
+def test_mask_offset_accepts_index_types(sp):
+    data = b"abcdefghij"
+    assert sp.mask(data, KEY, _Index(5)) == ref_mask(data, KEY, 1)
+    assert sp.mask(data, KEY, True) == ref_mask(data, KEY, 1)
+    buf = bytearray(data)
+    sp.mask_inplace(buf, KEY, _Index(-1))
+    assert buf == ref_mask(data, KEY, 3)
+
+
+def test_non_contiguous_buffers(sp):
+    every_other = memoryview(frame(2, b"payload", key=KEY) * 2)[::2]
+    assert not every_other.c_contiguous
+    # read-only inputs that would have to be copied: BufferError, as a PyBUF_SIMPLE request gives
+    with pytest.raises(BufferError):
+        sp.encode_frame(2, every_other)
+    with pytest.raises(BufferError):
+        sp.encode_frame(2, every_other, mask_key=KEY)
+    with pytest.raises(BufferError):
+        parse(sp, every_other)
+    with pytest.raises(BufferError):
+        sp.validate_utf8(memoryview(b"abcdef")[::2])
+    v = sp.Utf8Validator()
+    with pytest.raises(BufferError):
+        v.feed(memoryview(b"abcdef")[::2])
+    assert v.feed(b"\xe2") == -1  # with a sequence pending, too
+    with pytest.raises(BufferError):
+        v.feed(memoryview(b"\x82\x00\xac\x00")[::2])
+    # mask copies (tested above); mask_inplace cannot write through one: TypeError
+    with pytest.raises(TypeError):
+        sp.mask_inplace(memoryview(bytearray(10))[::2], KEY)
+
+
+def test_non_byte_formats_both_twins_agree(both):
+    import array
+
+    pure, compiled = both
+    text = "語 é 😀 ascii".encode()
+    text += b"!" * (-len(text) % 8)
+    bad = text[:5] + b"\xff" + text[6:]
+    stream = frame(2, text, key=KEY) + frame(1, bad, key=KEY)
+    stream += b"\x00" * (-len(stream) % 8)
+    for data in (text, bad, stream):
+        for view in wide_views(data) + [array.array("i", data)]:
+            for offset in range(4):
+                assert pure.mask(view, KEY, offset) == compiled.mask(view, KEY, offset)
+                a, b = bytearray(data), bytearray(data)
+                pure.mask_inplace(memoryview(a).cast("i"), KEY, offset)
+                compiled.mask_inplace(memoryview(b).cast("i"), KEY, offset)
+                assert a == b
+            assert pure.encode_frame(2, view, mask_key=KEY) == compiled.encode_frame(2, view, mask_key=KEY)
+            assert pure.validate_utf8(view) == compiled.validate_utf8(view)
+            p, c = pure.Utf8Validator(), compiled.Utf8Validator()
+            assert [p.feed(view), p.feed(view)] == [c.feed(view), c.feed(view)]
+            assert p.complete == c.complete
+            for decode_text in (False, True):
+                assert pure.parse_frames(view, True, -1, 0, decode_text) == compiled.parse_frames(view, True, -1, 0, decode_text)

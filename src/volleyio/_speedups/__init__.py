@@ -14,6 +14,13 @@ test over both implementations) takes effect.
 
 Contract (see the docstrings in ``_pure`` for the details):
 
+Every ``data``/``buffer``/``payload`` argument is read as raw bytes, whatever its
+item format: a memoryview of an ``array('i')`` of 3 ints is 12 bytes, and every
+length, offset and ``consumed`` count is in bytes. A non-contiguous buffer is copied
+by ``mask``, is a TypeError for ``mask_inplace`` (it cannot be written in place) and a
+BufferError everywhere else. ``offset`` must be an integer (``__index__``); a float
+is a TypeError.
+
 ``mask(data, key, offset=0) -> bytes``
     XOR ``data`` with the 4-byte ``key``, starting at key byte ``offset % 4``.
 ``mask_inplace(buffer, key, offset=0) -> None``

@@ -7,6 +7,7 @@ beats speed here wherever the two conflict; it still avoids per-byte Python loop
 from __future__ import annotations
 
 import codecs
+import operator
 import struct
 from typing import Union
 
@@ -15,6 +16,7 @@ Frame = tuple[int, bool, int, Union[bytes, str]]
 FrameError = tuple[int, str]
 
 _utf8_decode = codecs.utf_8_decode
+_index = operator.index
 _unpack_h = struct.Struct("!H").unpack_from
 _unpack_q = struct.Struct("!Q").unpack_from
 
@@ -29,9 +31,38 @@ def _check_key(key: Buffer) -> bytes:
     return key
 
 
+# The message CPython's PyBUF_SIMPLE request gives, which is what the compiled twin raises.
+_NOT_C_CONTIGUOUS = "memoryview: underlying buffer is not C-contiguous"
+
+
+def _byte_view(data: Buffer) -> memoryview:
+    """``data`` as a flat view of unsigned bytes, so that len() and slices count bytes.
+
+    A memoryview of, say, an ``array('i')`` has one item per int; the compiled twin
+    always works on the byte length, so the pure one must too. A non-contiguous buffer
+    raises BufferError, as the compiled twin's PyBUF_SIMPLE buffer request does.
+    """
+    view = memoryview(data)
+    if not view.c_contiguous:
+        raise BufferError(_NOT_C_CONTIGUOUS)
+    return view.cast("B")
+
+
 def mask(data: Buffer, key: Buffer, offset: int = 0) -> bytes:
     """Return ``data`` XORed with ``key`` repeated, starting at key byte ``offset % 4``."""
     key = _check_key(key)
+    if type(offset) is not int:
+        # Rejects floats (TypeError) and accepts anything with __index__, like the compiled twin.
+        offset = _index(offset)
+    if type(data) is not bytes and type(data) is not bytearray:
+        try:
+            view = memoryview(data)
+        except TypeError:
+            # Not a buffer at all: accept whatever bytes() does, like the compiled twin.
+            data = bytes(data)
+        else:
+            # A non-contiguous view is copied (the compiled twin does the same).
+            data = view.cast("B") if view.c_contiguous else view.tobytes()
     n = len(data)
     if n == 0:
         return b""
@@ -48,6 +79,8 @@ def mask_inplace(buffer: Union[bytearray, memoryview], key: Buffer, offset: int 
     view = memoryview(buffer)
     if view.readonly:
         raise TypeError("mask_inplace needs a writable buffer")
+    # A non-contiguous view cannot be written in one go; TypeError (from the cast) is
+    # what both twins raise for it.
     view = view.cast("B")
     view[:] = mask(view, key, offset)
 
@@ -67,7 +100,8 @@ def validate_utf8(data: Buffer) -> int:
     try:
         _utf8_decode(data, "strict", True)
     except UnicodeDecodeError as exc:
-        return _first_bad_byte(exc, len(data))
+        # The offsets in ``exc`` are byte offsets; so must the length be.
+        return _first_bad_byte(exc, len(data) if type(data) is bytes else memoryview(data).nbytes)
     return -1
 
 
@@ -94,7 +128,10 @@ class Utf8Validator:
         if self._failed:
             return 0
         pending = self._pending
-        chunk = pending + bytes(data) if pending else data
+        if type(data) is not bytes:
+            # Slicing and len() below must count bytes, whatever the buffer's format.
+            data = _byte_view(data)
+        chunk = pending + data if pending else data
         try:
             _, used = _utf8_decode(chunk, "strict", False)
         except UnicodeDecodeError as exc:
@@ -129,7 +166,7 @@ def parse_frames(
     RSV3) that negotiated extensions may set on the *first* frame of a data message;
     continuation and control frames must never carry RSV bits.
     """
-    view = memoryview(data).cast("B")
+    view = _byte_view(data)
     end = len(view)
     pos = 0
     frames: list[Frame] = []
@@ -209,6 +246,8 @@ def encode_frame(
         raise ValueError(f"opcode out of range: {opcode}")
     if not 0 <= rsv <= 0x7:
         raise ValueError(f"rsv out of range: {rsv}")
+    if type(payload) is not bytes:
+        payload = _byte_view(payload)
     length = len(payload)
     b0 = (0x80 if fin else 0) | (rsv << 4) | opcode
     mask_bit = 0x80 if mask_key is not None else 0

@@ -250,12 +250,17 @@ def _reconstruct(data: Any, buffers: list[bytes]) -> Any:
     stack: list[list[Any] | dict[str, Any]] = [root]
     while stack:
         container = stack.pop()
-        keys = range(len(container)) if isinstance(container, list) else list(container)
-        for key in keys:
-            value = resolve(container[key])  # type: ignore[index]
-            container[key] = value  # type: ignore[index]
-            if isinstance(value, (list, dict)):
-                stack.append(value)
+        # Replacing values in place is safe while iterating: no list or dict changes size.
+        if isinstance(container, list):
+            for index, item in enumerate(container):
+                value = container[index] = resolve(item)
+                if isinstance(value, (list, dict)):
+                    stack.append(value)
+        else:
+            for key, item in container.items():
+                value = container[key] = resolve(item)
+                if isinstance(value, (list, dict)):
+                    stack.append(value)
     return root[0]
 
 

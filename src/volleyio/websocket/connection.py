@@ -28,7 +28,7 @@ import sys
 from codecs import getincrementaldecoder
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Union
+from typing import TYPE_CHECKING, Union
 
 from .. import _speedups
 from ..errors import ConnectionClosedError, ProtocolError
@@ -90,6 +90,8 @@ class Role(enum.Enum):
 
 
 class ConnectionState(enum.Enum):
+    """Where the connection is in the closing handshake (RFC 6455 section 7)."""
+
     OPEN = "open"
     CLOSING = "closing"  # a close frame was sent and/or received
     CLOSED = "closed"  # the I/O layer should close TCP (after flushing data_to_send())
@@ -278,7 +280,7 @@ class WebSocketConnection:
 
     @property
     def closed(self) -> bool:
-        """True in the CLOSED state: flush ``data_to_send()``, then close TCP."""
+        """True in the CLOSED state, when the I/O layer flushes ``data_to_send()`` and closes TCP."""
         return self._state is ConnectionState.CLOSED
 
     def _closed_error(self) -> ConnectionClosedError:
@@ -451,11 +453,15 @@ class WebSocketConnection:
                 else:
                     events.append(TextMessage(payload))
                 continue
+            if TYPE_CHECKING:
+                # Every other payload is bytes. Narrowed for mypy only: isinstance() at
+                # run time costs ~20 ns more per binary frame than the check above.
+                assert isinstance(payload, bytes)
             try:
                 if opcode <= OP_BINARY:
-                    self._receive_data_frame(opcode, fin, rsv, payload)  # type: ignore[arg-type]
+                    self._receive_data_frame(opcode, fin, rsv, payload)
                 else:
-                    self._receive_control_frame(opcode, payload)  # type: ignore[arg-type]
+                    self._receive_control_frame(opcode, payload)
             except ProtocolError as exc:
                 self._fail(exc.code, str(exc))
                 return

@@ -28,10 +28,17 @@ Public API
 Negotiation notes
 =================
 
-* Malformed offers (unknown, duplicated or valueless/valued-when-it-must-not-be
-  parameters, window bits outside 8..15) raise :class:`HandshakeError` (400) by
-  default, as ws does. RFC 7692 section 5 literally says "decline" such an offer;
-  ``reject_malformed_offers=False`` does exactly that (skip it, try the next one).
+* A malformed offer (unknown or duplicated parameters, a value where none is allowed
+  or a missing or invalid one, window bits outside 8..15) is *declined* by default:
+  RFC 7692 section 7.1 says the server MUST decline such an offer, so
+  negotiation moves on to the client's next offer, or completes without the
+  extension. ``reject_malformed_offers=True`` fails the handshake with
+  :class:`HandshakeError` (400) instead, as ws does. Either way, a
+  ``Sec-WebSocket-Extensions`` header that does not parse at all (an RFC 6455
+  section 9.1 grammar error) is a 400 from the handshake, before any factory runs.
+  The client side has no such choice: a malformed or unexpected *response* fails
+  the connection (RFC 7692 section 7.1: the client MUST fail the WebSocket
+  connection), as :meth:`ClientPerMessageDeflateFactory.accept` does.
 * Window bits 8: zlib (>= 1.2.9, madler/zlib#171) refuses ``wbits=-8`` for raw
   deflate *compression*. We still accept a negotiated 8 for our own compressor and
   compress with 9: zlib limits match distances to ``MAX_DIST = w_size - 262``, which
@@ -66,11 +73,11 @@ measured in a fresh process):
 ==========================================================  ===========  =========
 configuration                                               tracemalloc  RSS
 ==========================================================  ===========  =========
-no compression (the connection object alone)                1.9 KiB      1.0 KiB
-window 12 / memLevel 5, context takeover (browser offer)    51.4 KiB     50.1 KiB
-same, client did not offer ``client_max_window_bits``       79.4 KiB     56.4 KiB
-window 15 / memLevel 8, context takeover                    303.4 KiB    117.9 KiB
-window 12 / memLevel 5, no context takeover either way      2.2 KiB      1.2 KiB
+no compression (the connection object alone)                1.9 KiB      1.1 KiB
+window 12 / memLevel 5, context takeover (browser offer)    51.4 KiB     50.3 KiB
+same, client did not offer ``client_max_window_bits``       79.4 KiB     56.6 KiB
+window 15 / memLevel 8, context takeover                    303.4 KiB    118.1 KiB
+window 12 / memLevel 5, no context takeover either way      2.2 KiB      1.4 KiB
 ==========================================================  ===========  =========
 
 zlib's own formulas agree: deflate needs ``2^(wbits+2) + 2^(memLevel+9)`` bytes plus
@@ -518,6 +525,10 @@ class ServerPerMessageDeflateFactory:
     when the client did not offer them (they are always honoured when offered).
     ``require_client_max_window_bits``: decline offers that don't let us bound the
     client's window (so every connection's inflate state stays at the configured size).
+    ``reject_malformed_offers``: fail the handshake with 400 (:class:`HandshakeError`)
+    on an offer with unknown, repeated or invalid parameters. Off by default, because
+    RFC 7692 section 7.1 requires the server to decline such an offer (and go on with
+    the next one, or without the extension).
     """
 
     name = EXTENSION_NAME
@@ -533,7 +544,7 @@ class ServerPerMessageDeflateFactory:
         mem_level: int = DEFAULT_MEM_LEVEL,
         compression_level: int = DEFAULT_COMPRESSION_LEVEL,
         threshold: int = DEFAULT_THRESHOLD,
-        reject_malformed_offers: bool = True,
+        reject_malformed_offers: bool = False,
     ) -> None:
         _check_window_bits("server_max_window_bits", server_max_window_bits)
         if client_max_window_bits is not None:
@@ -559,7 +570,7 @@ class ServerPerMessageDeflateFactory:
             except ValueError as exc:
                 if self.reject_malformed_offers:
                     raise HandshakeError(f"malformed {EXTENSION_NAME} offer: {exc}", 400) from None
-                continue  # RFC 7692 section 5: decline this offer
+                continue  # RFC 7692 section 7.1: decline this offer, try the next one
             accepted = self._accept_offer(offer)
             if accepted is not None:
                 return accepted
@@ -646,6 +657,7 @@ class ClientPerMessageDeflateFactory:
         self.threshold = threshold
 
     def offer_params(self) -> ExtensionParams:
+        """The offer's parameters, in the order :meth:`offer` writes them."""
         params: ExtensionParams = []
         if self.server_no_context_takeover:
             params.append((_PARAM_SERVER_NO_CONTEXT_TAKEOVER, None))
@@ -660,6 +672,8 @@ class ClientPerMessageDeflateFactory:
         return params
 
     def offer(self) -> str:
+        """The ``Sec-WebSocket-Extensions`` element to send, e.g.
+        ``"permessage-deflate; client_max_window_bits"``."""
         return serialize_extension(EXTENSION_NAME, self.offer_params())
 
     def accept(self, params: ExtensionParams) -> PerMessageDeflate:

@@ -116,7 +116,8 @@ class ServerExtensionFactory(Protocol):
         extension)`` -- the element is the full ``name; param=value`` text, see
         :func:`serialize_extension` -- or ``None`` to decline the extension (the
         handshake then goes on without it). Raise ``HandshakeError`` (status 400)
-        when an offer is malformed in a way the RFC says must fail the handshake.
+        only when an offer is malformed in a way the extension's RFC says must fail
+        the handshake; RFC 7692 (permessage-deflate) says to decline instead.
         """
         ...
 
