@@ -956,3 +956,17 @@ def test_non_byte_formats_both_twins_agree(both):
             assert p.complete == c.complete
             for decode_text in (False, True):
                 assert pure.parse_frames(view, True, -1, 0, decode_text) == compiled.parse_frames(view, True, -1, 0, decode_text)
+
+
+def test_no_extensions_environment_offers_only_the_pure_twin() -> None:
+    """VOLLEYIO_NO_EXTENSIONS=1 must keep the compiled module out of the whole process."""
+    import subprocess
+    import sys
+
+    code = (
+        "import volleyio._speedups as s, sys;"
+        "print(s.IMPLEMENTATION, sorted(s.available()), 'volleyio._speedups._compiled' in sys.modules)"
+    )
+    env = dict(os.environ, VOLLEYIO_NO_EXTENSIONS="1")
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["python", "['python']", "False"]

@@ -69,10 +69,18 @@ def _load_compiled() -> ModuleType | None:
     return _compiled
 
 
+def _extensions_disabled() -> bool:
+    return os.environ.get("VOLLEYIO_NO_EXTENSIONS", "") not in ("", "0")
+
+
 def available() -> dict[str, ModuleType]:
-    """The implementations that can be loaded here, by name."""
+    """The implementations that can be loaded here, by name.
+
+    With ``VOLLEYIO_NO_EXTENSIONS=1`` only the pure-Python twin is offered, even when the
+    compiled module is importable, so nothing in the process can end up using it.
+    """
     found: dict[str, ModuleType] = {"python": _pure}
-    compiled = _load_compiled()
+    compiled = None if _extensions_disabled() else _load_compiled()
     if compiled is not None:
         found["compiled"] = compiled
     return found
@@ -100,7 +108,7 @@ Utf8Validator = _pure.Utf8Validator
 parse_frames = _pure.parse_frames
 encode_frame = _pure.encode_frame
 
-if os.environ.get("VOLLEYIO_NO_EXTENSIONS", "") not in ("", "0") or _load_compiled() is None:
+if "compiled" not in available():
     select("python")
 else:
     select("compiled")
