@@ -206,6 +206,17 @@ class WebSocketConnection:
     compressed frames when an extension is negotiated).
     """
 
+    # Slots: a server holds one of these per open connection (LIMITS/benchmark (d):
+    # RSS per idle connection), and a __dict__ costs ~1 KiB more than slots.
+    __slots__ = (
+        "role", "max_message_size", "max_fragments", "extensions", "auto_pong", "stream_messages",
+        "subprotocol", "_is_client", "_mask_required", "_allowed_rsv", "_max_frame", "_decode_text",
+        "_budget_unlimited", "_state", "_buffer", "_discarding", "_outgoing", "_events", "_event_pos",
+        "_message_opcode", "_message_rsv", "_message_size", "_message_fragments", "_message_parts",
+        "_message_retained", "_message_decoders", "_utf8", "_text_decoder", "close_sent",
+        "close_received", "failure", "__weakref__",
+    )
+
     def __init__(
         self,
         role: Role | str,

@@ -1,0 +1,53 @@
+"""volleyio on trio: ``serve()`` and ``connect()`` around the sans-I/O WebSocket core.
+
+Server::
+
+    async def echo(ws: WebSocketConnection) -> None:
+        async for message in ws:
+            await ws.send(message)
+
+    async with trio.open_nursery() as nursery:
+        server = await nursery.start(serve, echo, "127.0.0.1", 8765)
+
+Client::
+
+    async with connect("ws://127.0.0.1:8765/") as ws:
+        await ws.send("hello")
+        print(await ws.receive())
+"""
+
+from __future__ import annotations
+
+from ._broadcast import FANOUT_LIMIT, broadcast
+from ._client import backoff_delay, connect, parse_url, reconnecting
+from ._connection import Limits, Statistics, WebSocketConnection
+from ._errors import (
+    ConnectError,
+    ConnectionClosed,
+    ConnectionClosedError,
+    ConnectionClosedOK,
+    InvalidURI,
+)
+from ._http import Request, Response
+from ._server import WebSocketServer, serve
+
+__all__ = [
+    "FANOUT_LIMIT",
+    "ConnectError",
+    "ConnectionClosed",
+    "ConnectionClosedError",
+    "ConnectionClosedOK",
+    "InvalidURI",
+    "Limits",
+    "Request",
+    "Response",
+    "Statistics",
+    "WebSocketConnection",
+    "WebSocketServer",
+    "backoff_delay",
+    "broadcast",
+    "connect",
+    "parse_url",
+    "reconnecting",
+    "serve",
+]

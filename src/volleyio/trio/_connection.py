@@ -1,0 +1,1003 @@
+"""A WebSocket connection on trio: the hot path of ARCHITECTURE.md.
+
+* The protocol is the sans-I/O core's (``volleyio.websocket.WebSocketConnection``):
+  each read is handed to it with one ``receive_data`` call (all complete frames of the
+  read parsed by one ``_speedups.parse_frames`` call), its events are taken in one
+  batch and ``data_to_send()`` is written once per batch.
+* Plain TCP reads go straight to the non-blocking socket: ``recv_into`` a shared
+  256 KiB scratch buffer first, ``wait_readable`` only when it would block. The
+  scratch buffer is shared by every connection of the thread (trio is
+  single-threaded and no ``await`` happens between the read and the parse), so an
+  idle connection holds no read buffer at all; the core keeps only the tail of an
+  incomplete frame.
+* The task that calls ``receive()`` on an empty queue reads the socket itself (one
+  scheduler hop per read, like a bare trio echo); the per-connection reader task
+  steps aside meanwhile and takes over when nobody receives (so pings and closes are
+  answered) -- see ``_read_raw``.
+* Writes try a direct non-blocking ``send`` first; what the kernel does not take is
+  coalesced into one outbound buffer that a single flusher drains. ``send`` awaits
+  only while that buffer is above its high-water mark (64 KiB, resume at 16 KiB).
+* The inbound queue is bounded (16 messages, resume at 4): above it the reader stops
+  reading and TCP pushes back on the peer.
+* TLS goes through ``trio.SSLStream`` (``receive_some`` / ``send_all``).
+
+Async methods here are checkpoints in the trio sense when they block; when they
+complete without blocking they check for cancellation and yield to the scheduler
+every few calls only (a full yield per message is a measurable share of the CPU).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket as _socket
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from typing import Any, Union
+
+import trio
+
+from .. import websocket as _ws
+from ..websocket.events import CloseReceived as _CloseReceived
+from ..websocket.events import ConnectionClosed as _WSClosed
+from ..websocket.events import MessageChunk as _MessageChunk
+from ..websocket.events import Pong as _Pong
+from ._errors import ConnectionClosed, closed_exception
+
+logger = logging.getLogger("volleyio.trio")
+
+Data = Union[str, bytes]
+
+OP_CONT, OP_TEXT, OP_BINARY, OP_CLOSE, OP_PING, OP_PONG = 0x0, 0x1, 0x2, 0x8, 0x9, 0xA
+
+_SCRATCH_SIZE = 256 * 1024
+_scratch = bytearray(_SCRATCH_SIZE)
+_scratch_view = memoryview(_scratch)
+
+_YIELD_EVERY = 16
+
+
+@dataclass
+class Limits:
+    """Per-connection limits (LIMITS.md defaults)."""
+
+    max_message_size: int = 1_048_576
+    max_fragments: int = 4096
+    max_queue: int = 16
+    queue_low: int = 4
+    write_high: int = 64 * 1024
+    write_low: int = 16 * 1024
+    close_timeout: float = 10.0
+    ping_interval: float | None = 20.0
+    ping_timeout: float | None = 20.0
+
+
+@dataclass
+class Statistics:
+    """A snapshot of one connection's counters (see :meth:`WebSocketConnection.statistics`)."""
+
+    messages_received: int
+    messages_sent: int
+    bytes_received: int
+    bytes_sent: int
+    reads: int
+    writes: int
+    pings_sent: int
+    pongs_received: int
+    inbound_queue: int
+    outbound_buffered: int
+    state: str
+    close_code: int | None
+    close_reason: str | None
+
+
+class _Fragment:
+    """A piece of a fragmented data message waiting in the inbound queue."""
+
+    __slots__ = ("data", "first", "final", "is_text")
+
+    def __init__(self, data: Data, first: bool, final: bool, is_text: bool) -> None:
+        self.data = data
+        self.first = first
+        self.final = final
+        self.is_text = is_text
+
+
+class _Closed:
+    __slots__ = ()
+
+
+_CLOSED_SENTINEL = _Closed()
+
+
+def _raw_socket(stream: trio.abc.Stream) -> _socket.socket | None:
+    """The stdlib socket under a plain ``trio.SocketStream`` (None for TLS and others)."""
+    if not isinstance(stream, trio.SocketStream):
+        return None
+    raw = getattr(stream.socket, "_sock", None)
+    return raw if isinstance(raw, _socket.socket) else None
+
+
+class WebSocketConnection:
+    """One open WebSocket connection (server or client side).
+
+    ``send``/``receive``/``ping``/``close`` are safe to call from several tasks.
+    Use ``async for message in ws`` to receive until a normal close.
+    """
+
+    __slots__ = (
+        "stream", "client", "limits", "subprotocol", "request", "response_headers",
+        "_proto", "_raw", "_initial",
+        "_queue", "_recv_task", "_recv_lot_", "_resume_lot_", "_out", "_flushing", "_drain_lot_", "_write_lock_",
+        "_ops", "_nursery", "_pings", "_ping_scopes", "_last_pong_or_data", "state", "close_code",
+        "close_reason", "_close_sent", "_close_received", "_closed_event_", "_eof", "_transport_closed",
+        "_stream_closed", "_ka_reads", "_ka_ping_at", "_ka_last", "_n_msg_in", "_n_msg_out", "_n_bytes_in",
+        "_n_bytes_out", "_n_reads", "_n_writes", "_n_pings", "_n_pongs", "_reader_active", "_reader_scope",
+        "_reader_lot_", "_inline_reader", "_receiver_owns", "__weakref__",
+    )
+
+    def __init__(
+        self,
+        stream: trio.abc.Stream,
+        *,
+        client: bool,
+        limits: Limits | None = None,
+        subprotocol: str | None = None,
+        extensions: Sequence[Any] = (),
+        request: Any = None,
+        response_headers: list[tuple[str, str]] | None = None,
+        initial_data: bytes = b"",
+        proto: _ws.WebSocketConnection | None = None,
+    ) -> None:
+        self.stream = stream
+        self.client = client
+        self.limits = limits or Limits()
+        self.subprotocol = subprotocol
+        #: The HTTP request of the opening handshake (server side), or None.
+        self.request = request
+        #: The response headers of the opening handshake (client side).
+        self.response_headers = response_headers or []
+        # The sans-I/O core does the protocol: frames, limits, UTF-8, close codes,
+        # extensions. Messages are streamed (one MessageChunk per frame) so that
+        # receive_stream() works; a single-frame message is queued as-is.
+        if proto is None:
+            proto = _ws.WebSocketConnection(
+                _ws.Role.CLIENT if client else _ws.Role.SERVER,
+                max_message_size=self.limits.max_message_size,
+                max_fragments=self.limits.max_fragments,
+                extensions=tuple(extensions),
+                stream_messages=True,
+                subprotocol=subprotocol,
+            )
+        else:
+            proto.stream_messages = True  # receive_stream() needs per-frame chunks
+            self.subprotocol = proto.subprotocol
+        self._proto = proto
+        self._raw = _raw_socket(stream)
+        # Inbound state.
+        self._initial: bytes = initial_data
+        self._queue: list[Any] = []  # bounded (max_queue + one read); a list is smaller than a deque
+        # The task parked in receive() (the common single-receiver case needs no lot).
+        self._recv_task: Any = None
+        self._recv_lot_: trio.lowlevel.ParkingLot | None = None
+        self._resume_lot_: trio.lowlevel.ParkingLot | None = None
+        # Outbound state.
+        self._out = bytearray()
+        self._flushing = False
+        self._drain_lot_: trio.lowlevel.ParkingLot | None = None
+        self._write_lock_: trio.Lock | None = None  # for stream (TLS) transports
+        self._ops = 0
+        #: A nursery the connection may spawn helper tasks into (set by server/client).
+        self._nursery: trio.Nursery | None = None
+        # Ping bookkeeping: payload -> event.
+        self._pings: dict[bytes, trio.Event] | None = None
+        self._ping_scopes: set[trio.CancelScope] | None = None
+        self._last_pong_or_data = trio.current_time()
+        # Close state.
+        self.state = "OPEN"
+        self.close_code: int | None = None
+        self.close_reason: str | None = None
+        self._close_sent = False
+        self._close_received = False
+        self._closed_event_: trio.Event | None = None
+        self._eof = False
+        self._transport_closed = False
+        self._stream_closed = False
+        #: True while a task runs :meth:`run_reader`.
+        self._reader_active = False
+        # Inline reading by receive() (plain TCP): see _read_raw.
+        self._reader_scope: trio.CancelScope | None = None
+        self._reader_lot_: trio.lowlevel.ParkingLot | None = None
+        self._inline_reader = False
+        self._receiver_owns = False
+        # Keepalive bookkeeping (see _keepalive.Keepalive).
+        self._ka_reads = -1
+        self._ka_ping_at: float | None = None
+        self._ka_last = 0.0
+        # Counters.
+        self._n_msg_in = 0
+        self._n_msg_out = 0
+        self._n_bytes_in = 0
+        self._n_bytes_out = 0
+        self._n_reads = 0
+        self._n_writes = 0
+        self._n_pings = 0
+        self._n_pongs = 0
+
+    # ------------------------------------------------------------------ public API
+
+    @property
+    def extensions(self) -> tuple[Any, ...]:
+        """The negotiated extensions (e.g. permessage-deflate), in negotiation order."""
+        return self._proto.extensions
+
+    @property
+    def closed(self) -> bool:
+        return self.state == "CLOSED"
+
+    @property
+    def remote_address(self) -> Any:
+        try:
+            sock = self._raw if self._raw is not None else None
+            return sock.getpeername() if sock is not None else None
+        except OSError:
+            return None
+
+    async def send(self, message: Data | bytearray | memoryview, *, compress: bool | None = None) -> None:
+        """Send one message: ``str`` as text, bytes-like as binary."""
+        proto = self._proto
+        if self._close_sent or self.state != "OPEN":
+            await trio.lowlevel.checkpoint()
+            raise self._closed_exc()
+        if isinstance(message, str):
+            proto.send_text(message, compress=compress)
+        else:
+            proto.send_binary(message, compress=compress)
+        self._n_msg_out += 1
+        await self._write(proto.data_to_send())
+
+    async def send_frame_bytes(self, frame: bytes) -> None:
+        """Write one already-encoded, unmasked frame (server side; used by broadcast)."""
+        if self._close_sent or self.state != "OPEN":
+            await trio.lowlevel.checkpoint()
+            raise self._closed_exc()
+        self._n_msg_out += 1
+        await self._write(frame)
+
+    async def receive(self) -> Data:
+        """The next message (``str`` or ``bytes``); raises ConnectionClosed once closed."""
+        queue = self._queue
+        while True:
+            if queue:
+                item = queue[0]
+                if item.__class__ is str or item.__class__ is bytes:
+                    del queue[0]
+                    if len(queue) == self.limits.queue_low and self._resume_lot_ is not None:
+                        self._resume_lot_.unpark_all()
+                    await self._maybe_yield()
+                    return item
+                if item is _CLOSED_SENTINEL:
+                    await trio.lowlevel.checkpoint()
+                    raise self._closed_exc()
+                return await self._assemble()
+            await self._await_more()
+
+    async def _assemble(self) -> Data:
+        parts: list[Any] = []
+        is_text = False
+        async for chunk in self._chunks():
+            parts.append(chunk)
+            is_text = isinstance(chunk, str)
+        return "".join(parts) if is_text else b"".join(parts)
+
+    async def receive_stream(self) -> AsyncIterator[Data]:
+        """Iterate over the pieces of the next message as they arrive (one per frame).
+
+        Use for large messages you want to process without holding them whole::
+
+            async for chunk in ws.receive_stream(): ...
+        """
+        async for chunk in self._chunks():
+            yield chunk
+
+    async def _chunks(self) -> AsyncIterator[Data]:
+        queue = self._queue
+        while True:
+            while not queue:
+                await self._await_more()
+            item = queue[0]
+            if item is _CLOSED_SENTINEL:
+                raise self._closed_exc()
+            del queue[0]
+            if len(queue) == self.limits.queue_low and self._resume_lot_ is not None:
+                self._resume_lot_.unpark_all()
+            if item.__class__ is _Fragment:
+                yield item.data
+                if item.final:
+                    return
+            else:
+                yield item
+                return
+
+    def __aiter__(self) -> AsyncIterator[Data]:
+        return self._iterate()
+
+    async def _iterate(self) -> AsyncIterator[Data]:
+        while True:
+            try:
+                message = await self.receive()
+            except ConnectionClosed as exc:
+                if exc.ok:
+                    return
+                raise
+            yield message
+
+    async def ping(self, payload: bytes | None = None) -> None:
+        """Send a ping and return when its pong arrives (use a cancel scope to bound it)."""
+        if payload is None:
+            payload = os.urandom(4)
+            while self._pings and payload in self._pings:
+                payload = os.urandom(4)
+        if len(payload) > 125:
+            raise ValueError("a ping payload is at most 125 bytes")
+        if self._close_sent or self.state != "OPEN":
+            await trio.lowlevel.checkpoint()
+            raise self._closed_exc()
+        if self._pings is None:
+            self._pings = {}
+        event = self._pings.get(payload)
+        if event is None:
+            event = self._pings[payload] = trio.Event()
+        self._n_pings += 1
+        self._proto.send_ping(payload)
+        await self._write(self._proto.data_to_send())
+        self._wake_reader()
+        with trio.CancelScope() as scope:
+            self._ping_scopes_add(scope)
+            try:
+                await event.wait()
+            finally:
+                self._ping_scopes_discard(scope)
+        if not event.is_set():
+            raise self._closed_exc()
+
+    async def pong(self, payload: bytes = b"") -> None:
+        """Send an unsolicited pong."""
+        if self._close_sent or self.state != "OPEN":
+            await trio.lowlevel.checkpoint()
+            raise self._closed_exc()
+        self._proto.send_pong(payload)
+        await self._write(self._proto.data_to_send())
+
+    async def close(self, code: int = 1000, reason: str = "") -> None:
+        """Start (or finish) the closing handshake and wait for it, bounded by the close timeout."""
+        with trio.move_on_after(self.limits.close_timeout) as scope:
+            await self._send_close(code, reason)
+            self._wake_reader()
+            await self._closed_event.wait()
+        if scope.cancelled_caught:
+            self._abort(1006, "close timeout")
+        await self._close_transport()
+
+    def statistics(self) -> Statistics:
+        return Statistics(
+            messages_received=self._n_msg_in,
+            messages_sent=self._n_msg_out,
+            bytes_received=self._n_bytes_in,
+            bytes_sent=self._n_bytes_out,
+            reads=self._n_reads,
+            writes=self._n_writes,
+            pings_sent=self._n_pings,
+            pongs_received=self._n_pongs,
+            inbound_queue=len(self._queue),
+            outbound_buffered=len(self._out),
+            state=self.state,
+            close_code=self.close_code,
+            close_reason=self.close_reason,
+        )
+
+    # ------------------------------------------------------------------ internals: helpers
+
+    # Synchronization objects are created on first use: an idle connection holds none.
+
+    async def _await_more(self) -> None:
+        """Wait until the queue has something: read inline when we can, else park."""
+        if self._raw is not None and self._recv_task is None and not self._inline_reader and self._reader_active:
+            await self._read_inline()
+        else:
+            await self._wait_for_data()
+
+    async def _wait_for_data(self) -> None:
+        """Park until the reader queued something (or the connection closed)."""
+        if self._recv_task is not None:
+            # Several concurrent receivers: the extra ones use a parking lot.
+            if self._recv_lot_ is None:
+                self._recv_lot_ = trio.lowlevel.ParkingLot()
+            await self._recv_lot_.park()
+            return
+        task = trio.lowlevel.current_task()
+        self._recv_task = task
+
+        def abort(_: Any) -> trio.lowlevel.Abort:
+            if self._recv_task is task:
+                self._recv_task = None
+            return trio.lowlevel.Abort.SUCCEEDED
+
+        await trio.lowlevel.wait_task_rescheduled(abort)
+
+    def _wake_receivers(self) -> None:
+        task = self._recv_task
+        if task is not None:
+            self._recv_task = None
+            trio.lowlevel.reschedule(task)
+        if self._recv_lot_ is not None:
+            self._recv_lot_.unpark_all()
+
+    @property
+    def _resume_lot(self) -> trio.lowlevel.ParkingLot:
+        if self._resume_lot_ is None:
+            self._resume_lot_ = trio.lowlevel.ParkingLot()
+        return self._resume_lot_
+
+    @property
+    def _drain_lot(self) -> trio.lowlevel.ParkingLot:
+        if self._drain_lot_ is None:
+            self._drain_lot_ = trio.lowlevel.ParkingLot()
+        return self._drain_lot_
+
+    @property
+    def _write_lock(self) -> trio.Lock:
+        if self._write_lock_ is None:
+            self._write_lock_ = trio.Lock()
+        return self._write_lock_
+
+    @property
+    def _closed_event(self) -> trio.Event:
+        if self._closed_event_ is None:
+            self._closed_event_ = trio.Event()
+            if self.state == "CLOSED":
+                self._closed_event_.set()
+        return self._closed_event_
+
+    def _ping_scopes_add(self, scope: trio.CancelScope) -> None:
+        if self._ping_scopes is None:
+            self._ping_scopes = set()
+        self._ping_scopes.add(scope)
+        if self.state == "CLOSED":
+            scope.cancel()
+
+    def _ping_scopes_discard(self, scope: trio.CancelScope) -> None:
+        if self._ping_scopes is not None:
+            self._ping_scopes.discard(scope)
+
+    def _closed_exc(self) -> ConnectionClosed:
+        if self.close_code is None:
+            return closed_exception(1006, "")
+        return closed_exception(self.close_code, self.close_reason or "")
+
+    async def _maybe_yield(self) -> None:
+        self._ops += 1
+        if self._ops % _YIELD_EVERY:
+            await trio.lowlevel.checkpoint_if_cancelled()
+        else:
+            await trio.lowlevel.checkpoint()
+
+    # ------------------------------------------------------------------ internals: writing
+
+    async def _write(self, data: bytes) -> None:
+        raw = self._raw
+        if raw is None:
+            await self._write_stream(data)
+            return
+        if self._transport_closed:
+            await trio.lowlevel.checkpoint()
+            raise self._closed_exc()
+        if not self._flushing and not self._out:
+            try:
+                sent = raw.send(data)
+            except BlockingIOError:
+                sent = 0
+            except OSError:
+                self._abort(1006, "")
+                await trio.lowlevel.checkpoint()
+                raise self._closed_exc() from None
+            self._n_writes += 1
+            self._n_bytes_out += sent
+            if sent == len(data):
+                await self._maybe_yield()
+                return
+            self._out += memoryview(data)[sent:]
+            await self._flush_raw()
+            return
+        # Someone else is flushing: wait for room (bounded buffer), then queue behind them.
+        while self._flushing and len(self._out) > self.limits.write_high and not self._transport_closed:
+            await self._drain_lot.park()
+        if self._transport_closed:
+            raise self._closed_exc()
+        self._out += data
+        if self._flushing:
+            await self._maybe_yield()
+        else:
+            await self._flush_raw()
+
+    async def _flush_raw(self) -> None:
+        """Drain ``_out`` until it is below the high-water mark (called by one task at a time)."""
+        raw = self._raw
+        assert raw is not None
+        self._flushing = True
+        try:
+            out = self._out
+            while out:
+                try:
+                    sent = raw.send(out)
+                except BlockingIOError:
+                    sent = 0
+                except OSError:
+                    self._abort(1006, "")
+                    raise self._closed_exc() from None
+                if sent:
+                    self._n_writes += 1
+                    self._n_bytes_out += sent
+                    del out[:sent]
+                    if len(out) <= self.limits.write_low and self._drain_lot_ is not None:
+                        self._drain_lot_.unpark_all()
+                if out:
+                    await trio.lowlevel.wait_writable(raw)
+        finally:
+            self._flushing = False
+            if self._drain_lot_ is not None:
+                self._drain_lot_.unpark_all()
+
+    async def _write_stream(self, data: bytes) -> None:
+        if self._transport_closed:
+            await trio.lowlevel.checkpoint()
+            raise self._closed_exc()
+        self._out += data
+        if self._write_lock.locked():
+            while len(self._out) > self.limits.write_high and not self._transport_closed:
+                await self._drain_lot.park()
+            await trio.lowlevel.checkpoint()
+            return
+        async with self._write_lock:
+            while self._out:
+                chunk = bytes(self._out)
+                self._out.clear()
+                self._drain_lot.unpark_all()
+                try:
+                    await self.stream.send_all(chunk)
+                except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+                    self._abort(1006, "")
+                    raise self._closed_exc() from None
+                self._n_writes += 1
+                self._n_bytes_out += len(chunk)
+
+    def _ensure_flusher(self) -> None:
+        """Make sure someone drains ``_out`` (spawns a helper task only for slow peers)."""
+        if not self._out or self._transport_closed or self._nursery is None:
+            return
+        if self._raw is not None:
+            if not self._flushing:
+                self._flushing = True
+                self._nursery.start_soon(self._flush_task)
+        elif not self._write_lock.locked():
+            self._nursery.start_soon(self._flush_task)
+
+    async def _flush_task(self) -> None:
+        try:
+            if self._raw is not None:
+                self._flushing = False
+                await self._flush_raw()
+            else:
+                await self._write_stream(b"")
+        except ConnectionClosed:
+            pass
+
+    def write_frame_nowait(self, frame: bytes, limit: int) -> bool:
+        """Queue an encoded frame without waiting (broadcast). False if over ``limit``."""
+        if self._close_sent or self.state != "OPEN" or self._transport_closed:
+            return True
+        raw = self._raw
+        if raw is not None and not self._flushing and not self._out:
+            try:
+                sent = raw.send(frame)
+            except BlockingIOError:
+                sent = 0
+            except OSError:
+                self._abort(1006, "")
+                return True
+            self._n_writes += 1
+            self._n_bytes_out += sent
+            self._n_msg_out += 1
+            if sent == len(frame):
+                return True
+            self._out += memoryview(frame)[sent:]
+        else:
+            if len(self._out) + len(frame) > limit:
+                return False
+            self._out += frame
+            self._n_msg_out += 1
+        self._ensure_flusher()
+        return True
+
+    async def _flush_from_reader(self) -> None:
+        if not self._out or self._transport_closed:
+            return
+        if self._raw is not None:
+            if self._flushing:
+                return  # the active flusher will send it
+            try:
+                await self._flush_raw()
+            except ConnectionClosed:
+                pass
+        else:
+            if self._write_lock.locked():
+                return
+            try:
+                await self._write_stream(b"")
+            except ConnectionClosed:
+                pass
+
+    # ------------------------------------------------------------------ internals: reading
+
+    async def run_reader(self) -> None:
+        """Read and dispatch until the connection is closed. Never raises (except Cancelled)."""
+        self._reader_active = True
+        try:
+            if self._initial:
+                initial, self._initial = self._initial, b""
+                self._feed(memoryview(initial))
+                await self._flush_from_reader()
+            if self._raw is not None:
+                await self._read_raw()
+            else:
+                await self._read_stream()
+        except trio.Cancelled:
+            raise
+        except Exception as exc:  # noqa: BLE001 - a reader failure closes this connection only
+            logger.debug("reader failed", exc_info=True)
+            if self.state != "CLOSED":
+                self._abort(1011 if not isinstance(exc, OSError) else 1006, "")
+        finally:
+            self._reader_active = False
+            if self.state != "CLOSED" and self._eof:
+                self._abort(1006, "")
+
+    async def _wait_queue_room(self) -> None:
+        while len(self._queue) >= self.limits.max_queue and self.state != "CLOSED":
+            await self._resume_lot.park()
+
+    async def _read_raw(self) -> None:
+        """The reader task's loop on plain TCP.
+
+        A task blocked in :meth:`receive` with an empty queue reads the socket itself
+        (one scheduler hop per read instead of two); the reader task then steps aside,
+        parked, until someone needs it again: ``ping()``/``close()`` waiting for an
+        answer, or the keepalive tick noticing that nobody is receiving (so control
+        frames keep being answered while the application does not read).
+        """
+        while self.state != "CLOSED" and not self._eof:
+            if len(self._queue) >= self.limits.max_queue:
+                await self._wait_queue_room()
+                continue
+            if self._inline_reader or self._receiver_owns:
+                if self._reader_lot_ is None:
+                    self._reader_lot_ = trio.lowlevel.ParkingLot()
+                await self._reader_lot_.park()
+                continue
+            await self._read_step(True)
+        if self._eof:
+            self._on_eof()
+
+    async def _read_inline(self) -> None:
+        """One read by the receiving task itself (plain TCP, queue empty)."""
+        self._receiver_owns = True
+        self._inline_reader = True
+        scope = self._reader_scope
+        if scope is not None:
+            scope.cancel()  # the reader task stops waiting on the socket (synchronously)
+        try:
+            await self._read_step(False)
+            if self._eof:
+                self._on_eof()
+        except BaseException:
+            self._receiver_owns = False  # cancelled or failed: hand the socket back
+            raise
+        finally:
+            self._inline_reader = False
+            if not self._receiver_owns or self._recv_task is not None or (
+                self._recv_lot_ is not None and len(self._recv_lot_)
+            ):
+                # Someone else waits for data (or asked for the reader): the reader reads.
+                self._wake_reader()
+
+    def _wake_reader(self) -> None:
+        """Ask the reader task to read again (someone waits for a pong or a close)."""
+        self._receiver_owns = False
+        if self._reader_lot_ is not None:
+            self._reader_lot_.unpark_all()
+
+    async def _wait_readable(self, is_reader: bool) -> None:
+        raw = self._raw
+        assert raw is not None
+        if is_reader:
+            with trio.CancelScope() as scope:
+                self._reader_scope = scope
+                try:
+                    await trio.lowlevel.wait_readable(raw)
+                finally:
+                    self._reader_scope = None
+        else:
+            await trio.lowlevel.wait_readable(raw)
+
+    async def _read_step(self, is_reader: bool) -> None:
+        """Read once (waiting for readability if nothing is there) and dispatch."""
+        raw = self._raw
+        assert raw is not None
+        # No await between filling the shared scratch buffer and feeding it to the
+        # core (which copies only the tail of an incomplete frame).
+        try:
+            n = raw.recv_into(_scratch_view)
+        except BlockingIOError:
+            n = -1
+        except OSError:
+            self._eof = True
+            return
+        if n < 0:
+            # Waiting outside the except block: no exception/traceback kept alive while idle.
+            await self._wait_readable(is_reader)
+            return
+        if n == 0:
+            self._eof = True
+            return
+        self._n_reads += 1
+        self._n_bytes_in += n
+        self._feed(_scratch_view[:n])
+        if self._out:
+            await self._flush_from_reader()
+        if is_reader and self._ops % _YIELD_EVERY == 0:
+            self._ops += 1
+            await trio.lowlevel.checkpoint()
+
+    async def _read_stream(self) -> None:
+        stream = self.stream
+        while self.state != "CLOSED" and not self._eof:
+            if len(self._queue) >= self.limits.max_queue:
+                await self._wait_queue_room()
+                continue
+            try:
+                data = await stream.receive_some(65536)
+            except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+                data = b""
+            if not data:
+                self._eof = True
+                break
+            self._n_reads += 1
+            self._n_bytes_in += len(data)
+            self._feed(data)
+            if self._out:
+                await self._flush_from_reader()
+        if self._eof:
+            self._on_eof()
+
+    def _feed(self, data: Any) -> None:
+        """Hand the bytes of one read to the core and dispatch its events (no await here)."""
+        proto = self._proto
+        proto.receive_data(data)
+        self._dispatch()
+
+    def _dispatch(self) -> None:
+        proto = self._proto
+        queue = self._queue
+        delivered = False
+        event: Any
+        for event in proto.events():
+            cls = event.__class__
+            if cls is _MessageChunk:
+                if event.first and event.final:
+                    queue.append(event.data)
+                else:
+                    queue.append(_Fragment(event.data, event.first, event.final, event.is_text))
+                if event.final:
+                    self._n_msg_in += 1
+                delivered = True
+            elif cls is _Pong:
+                self._n_pongs += 1
+                self._on_pong(event.payload)
+            elif cls is _CloseReceived:
+                if self.close_code is None:
+                    self.close_code = event.code
+                    self.close_reason = event.reason
+                if self.state == "OPEN":
+                    self.state = "CLOSING"
+            elif cls is _WSClosed:
+                if self.close_code is None:
+                    failure = proto.failure
+                    if failure is not None:
+                        self.close_code, self.close_reason = failure.code, str(failure)
+                    else:
+                        self.close_code, self.close_reason = event.code, event.reason
+                self._set_closed()
+        if proto.close_sent is not None:
+            self._close_sent = True
+            if self.state == "OPEN":
+                self.state = "CLOSING"
+        failure = proto.failure
+        if failure is not None and self.close_code is None:
+            # We failed the connection (a client then waits for the server's EOF).
+            self.close_code, self.close_reason = failure.code, str(failure)
+        out = proto.data_to_send()
+        if out:
+            self._out += out
+        if delivered:
+            self._wake_receivers()
+
+    def _on_pong(self, payload: bytes) -> None:
+        if not self._pings:
+            return
+        event = self._pings.pop(payload, None)
+        if event is not None:
+            # A pong acknowledges every ping sent before it (RFC 6455 5.5.3 allows this).
+            for key in list(self._pings):
+                self._pings.pop(key).set()
+            event.set()
+
+    def _set_closed(self) -> None:
+        if self.state == "CLOSED":
+            return
+        self.state = "CLOSED"
+        if self.close_code is None:
+            self.close_code = 1006
+            self.close_reason = ""
+        self._queue.append(_CLOSED_SENTINEL)
+        self._wake_receivers()
+        if self._resume_lot_ is not None:
+            self._resume_lot_.unpark_all()
+        if self._drain_lot_ is not None:
+            self._drain_lot_.unpark_all()
+        if self._closed_event_ is not None:
+            self._closed_event_.set()
+        if self._ping_scopes:
+            for scope in self._ping_scopes:
+                scope.cancel()
+
+    def _on_eof(self) -> None:
+        if self.state != "CLOSED":
+            self._proto.receive_eof()
+            self._dispatch()
+        if self.state != "CLOSED":
+            if self.close_code is None:
+                self.close_code = 1006
+                self.close_reason = ""
+            self._set_closed()
+
+    def _abort(self, code: int, reason: str) -> None:
+        if self.close_code is None:
+            self.close_code = code
+            self.close_reason = reason
+        self._set_closed()
+        self._transport_closed = True
+        try:
+            if self._raw is not None:
+                self._raw.shutdown(_socket.SHUT_RDWR)
+        except OSError:
+            pass
+
+    async def _send_close(self, code: int, reason: str) -> None:
+        if self._close_sent or self.state == "CLOSED":
+            await trio.lowlevel.checkpoint()
+            return
+        self._proto.close(None if code == 1005 else code, reason)  # ValueError for a bad code/reason
+        self._close_sent = True
+        if self.state == "OPEN":
+            self.state = "CLOSING"
+        try:
+            await self._write(self._proto.data_to_send())
+        except ConnectionClosed:
+            return
+
+    async def _close_transport(self) -> None:
+        """Flush what is queued (the close echo), then drop the transport."""
+        if self._stream_closed:
+            await trio.lowlevel.checkpoint()
+            return
+        with trio.move_on_after(self.limits.close_timeout):
+            while self._out and not self._transport_closed:
+                try:
+                    if self._raw is not None and not self._flushing:
+                        await self._flush_raw()
+                    elif self._raw is None and not self._write_lock.locked():
+                        await self._write_stream(b"")
+                    else:
+                        await self._drain_lot.park()
+                except ConnectionClosed:
+                    break
+        self._transport_closed = True
+        self._stream_closed = True
+        self._set_closed()
+        with trio.CancelScope(shield=True):
+            try:
+                await trio.aclose_forcefully(self.stream)
+            except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+                pass
+
+    def _queue_control(self, frame: bytes) -> None:
+        """Send a control frame from outside any task of this connection (keepalive)."""
+        if self._transport_closed:
+            return
+        raw = self._raw
+        if raw is not None and not self._flushing and not self._out:
+            try:
+                sent = raw.send(frame)
+            except BlockingIOError:
+                sent = 0
+            except OSError:
+                self._abort(1006, "")
+                return
+            self._n_writes += 1
+            self._n_bytes_out += sent
+            if sent == len(frame):
+                return
+            self._out += memoryview(frame)[sent:]
+        else:
+            self._out += frame
+        self._ensure_flusher()
+
+    def _slow_consumer(self) -> None:
+        """The fan-out queue overflowed: close 1008 "slow consumer".
+
+        The close frame goes behind what is already queued (the stream stays
+        well-formed); the connection's task drops TCP after at most the close timeout.
+        """
+        if self.state == "CLOSED":
+            return
+        if not self._close_sent:
+            self._close_sent = True
+            self._proto.close(1008, "slow consumer")
+            self._out += self._proto.data_to_send()
+        if self.close_code is None:
+            self.close_code = 1008
+            self.close_reason = "slow consumer"
+        self._set_closed()
+        self._ensure_flusher()
+
+    def _keepalive_failed(self) -> None:
+        """No pong within the ping timeout: close 1011 and abort the transport."""
+        if self.state == "CLOSED":
+            return
+        if not self._close_sent:
+            self._close_sent = True
+            self._proto.close(1011, "keepalive ping timeout")
+            frame = self._proto.data_to_send()
+            if self._raw is not None and not self._out:
+                try:
+                    self._raw.send(frame)
+                except OSError:
+                    pass
+        self._abort(1011, "keepalive ping timeout")
+
+    async def drain_until_closed(self) -> None:
+        """Read (answering control frames) until the peer's close arrives or EOF.
+
+        Used by the server's shutdown path, where the reader task is being cancelled.
+        """
+        if self.state == "CLOSED":
+            return
+        if self._raw is None:
+            await trio.sleep(0)  # let a cancelled reader task unwind first
+            if self._reader_active:
+                await self._closed_event.wait()
+            else:
+                await self.run_reader()
+            return
+        scope = self._reader_scope
+        if scope is not None:
+            scope.cancel()  # frees the socket for us (synchronously)
+        self._receiver_owns = True
+        self._inline_reader = True
+        try:
+            while self.state != "CLOSED" and not self._eof:
+                await self._read_step(False)
+            if self._eof:
+                self._on_eof()
+        finally:
+            self._inline_reader = False

@@ -1,0 +1,79 @@
+"""Exceptions of the trio layer, and the unwrapping of trio's exception groups."""
+
+from __future__ import annotations
+
+import sys
+
+from ..errors import VolleyError
+
+if sys.version_info < (3, 11):  # pragma: no cover
+    from exceptiongroup import BaseExceptionGroup as BaseExceptionGroup
+else:
+    import builtins
+
+    BaseExceptionGroup = builtins.BaseExceptionGroup  # re-exported for the other modules
+
+
+__all__ = [
+    "BaseExceptionGroup",
+    "ConnectError",
+    "ConnectionClosed",
+    "ConnectionClosedError",
+    "ConnectionClosedOK",
+    "InvalidURI",
+    "closed_exception",
+    "unwrap_group",
+]
+
+
+class ConnectionClosed(VolleyError):
+    """The WebSocket connection is closed; ``code``/``reason`` are the close frame's.
+
+    ``code`` is 1006 when the connection ended without a close frame (TCP lost).
+    """
+
+    def __init__(self, code: int, reason: str = "") -> None:
+        super().__init__(f"WebSocket connection closed: {code} {reason}".rstrip())
+        self.code = code
+        self.reason = reason
+
+    @property
+    def ok(self) -> bool:
+        """True for a normal closure (1000 or 1001)."""
+        return self.code in (1000, 1001)
+
+
+class ConnectionClosedOK(ConnectionClosed):
+    """Closed normally (1000 / 1001)."""
+
+
+class ConnectionClosedError(ConnectionClosed):
+    """Closed with an error code, or without a close frame (1006)."""
+
+
+def closed_exception(code: int, reason: str) -> ConnectionClosed:
+    if code in (1000, 1001):
+        return ConnectionClosedOK(code, reason)
+    return ConnectionClosedError(code, reason)
+
+
+class InvalidURI(VolleyError):
+    """The URL given to :func:`connect` is not a ws:// or wss:// URL."""
+
+
+class ConnectError(VolleyError):
+    """The opening handshake failed (network, proxy, redirect or HTTP status).
+
+    ``status`` is the HTTP status the server answered with, when there was one.
+    """
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def unwrap_group(exc: BaseException) -> BaseException:
+    """Return the single leaf of nested one-member exception groups, else ``exc``."""
+    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+        exc = exc.exceptions[0]
+    return exc

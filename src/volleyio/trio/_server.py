@@ -1,0 +1,395 @@
+"""``serve()``: the trio WebSocket server with its HTTP front door on h11."""
+
+from __future__ import annotations
+
+import errno
+import logging
+import ssl as _ssl
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import Any, Union
+
+import h11
+import trio
+
+from .. import websocket as _ws
+from ..errors import HandshakeError
+from . import _http
+from ._connection import Limits, WebSocketConnection
+from ._errors import BaseExceptionGroup, ConnectionClosed, unwrap_group
+from ._http import Request, Response
+from ._keepalive import Keepalive
+
+logger = logging.getLogger("volleyio.trio.server")
+
+Handler = Callable[[WebSocketConnection], Awaitable[Any]]
+ProcessRequest = Callable[[Request], Awaitable[Union[Response, None]]]
+SelectSubprotocol = Callable[[Request, list[str]], Union[str, None]]
+
+#: h11's buffer for a request head: above the guard's limits (8 KiB line + 16 KiB block)
+#: so that the guard, not h11, answers oversized heads (414/431).
+_MAX_HEAD = 32 * 1024
+
+_ACCEPT_RETRY_ERRNOS = {errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS}
+
+
+class WebSocketServer:
+    """A running server; handed to ``task_status.started`` by :func:`serve`."""
+
+    def __init__(
+        self,
+        handler: Handler | Mapping[str, Handler],
+        *,
+        ssl_context: _ssl.SSLContext | None = None,
+        origins: Sequence[str] | None = None,
+        subprotocols: Sequence[str] = (),
+        select_subprotocol: SelectSubprotocol | None = None,
+        process_request: ProcessRequest | None = None,
+        extensions: Sequence[Any] = (),
+        open_timeout: float = 10.0,
+        limits: Limits | None = None,
+    ) -> None:
+        self.handler = handler
+        self.ssl_context = ssl_context
+        self.origins = list(origins) if origins is not None else None
+        self.subprotocols = list(subprotocols)
+        self.select_subprotocol = select_subprotocol
+        self.process_request = process_request
+        self.extension_factories = list(extensions)
+        self.open_timeout = open_timeout
+        self.limits = limits or Limits()
+        #: The open WebSocket connections.
+        self.connections: set[WebSocketConnection] = set()
+        self.listeners: list[trio.SocketListener] = []
+        self._scope: trio.CancelScope | None = None
+        self._nursery: trio.Nursery | None = None
+        self._keepalive = Keepalive(self.limits.ping_interval, self.limits.ping_timeout)
+        #: Count of TCP connections being handled (handshake or open).
+        self.active_tasks = 0
+
+    @property
+    def port(self) -> int:
+        """The port of the first listener (useful with ``port=0``)."""
+        return int(self.listeners[0].socket.getsockname()[1])
+
+    @property
+    def sockets(self) -> list[Any]:
+        return [listener.socket for listener in self.listeners]
+
+    def shutdown(self) -> None:
+        """Stop accepting and close every connection with 1001 (bounded by the close timeout)."""
+        if self._scope is not None:
+            self._scope.cancel()
+
+    # ---------------------------------------------------------------- accept loop
+
+    async def run(self, listeners: list[trio.SocketListener], task_status: Any) -> None:
+        self.listeners = listeners
+        with trio.CancelScope() as self._scope:
+            try:
+                async with trio.open_nursery() as nursery:
+                    self._nursery = nursery
+                    for listener in listeners:
+                        nursery.start_soon(self._accept_loop, listener, nursery)
+                    nursery.start_soon(self._keepalive.run)
+                    task_status.started(self)
+            finally:
+                with trio.CancelScope(shield=True):
+                    for listener in listeners:
+                        await listener.aclose()
+
+    async def _accept_loop(self, listener: trio.SocketListener, nursery: trio.Nursery) -> None:
+        while True:
+            try:
+                stream = await listener.accept()
+            except OSError as exc:
+                if exc.errno in _ACCEPT_RETRY_ERRNOS:
+                    logger.warning("accept: %s; retrying in 100 ms", exc)
+                    await trio.sleep(0.1)
+                    continue
+                raise
+            nursery.start_soon(self._handle_tcp, stream)
+
+    async def _handle_tcp(self, tcp: trio.SocketStream) -> None:
+        self.active_tasks += 1
+        try:
+            stream: trio.abc.Stream = tcp
+            try:
+                tcp.setsockopt(6, 1, 1)  # TCP_NODELAY (trio sets it too; harmless)
+            except OSError:
+                pass
+            started = [False]
+            result: tuple[Request, h11.Request, bytes] | None = None
+            with trio.move_on_after(self.open_timeout) as scope:
+                if self.ssl_context is not None:
+                    stream = trio.SSLStream(tcp, self.ssl_context, server_side=True, https_compatible=True)
+                    try:
+                        await stream.do_handshake()
+                    except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+                        return
+                result = await self._read_request(stream, started)
+            if scope.cancelled_caught:
+                if started[0]:
+                    await self._respond(stream, Response.text(408))
+                return
+            if result is None:
+                return
+            request, h11_request, leftover = result
+            request.secure = self.ssl_context is not None
+            try:
+                peer = tcp.socket.getpeername()
+                request.remote = (str(peer[0]), int(peer[1]))
+            except OSError:
+                pass
+            with trio.move_on_after(self.open_timeout) as scope:
+                outcome = await self._accept_or_reject(request, h11_request)
+                if isinstance(outcome, Response):
+                    await self._respond(stream, outcome, head_only=request.method == "HEAD")
+                    return
+                handler, switching, proto = outcome
+                try:
+                    await stream.send_all(switching)
+                except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+                    return
+            if scope.cancelled_caught:
+                return
+            ws = WebSocketConnection(
+                stream,
+                client=False,
+                limits=self.limits,
+                proto=proto,
+                request=request,
+                initial_data=leftover,
+            )
+            # Drop what the handshake needed: this frame lives as long as the connection.
+            del result, leftover, switching, outcome, scope, started, h11_request, proto
+            # The reader runs as a sibling task in the server's nursery (no nursery per
+            # connection: an idle connection costs two parked tasks and this object).
+            assert self._nursery is not None
+            self.connections.add(ws)
+            self._keepalive.add(ws)
+            ws._nursery = self._nursery
+            self._nursery.start_soon(ws.run_reader)
+            await trio.lowlevel.checkpoint()  # let the reader start
+            try:
+                code, reason = 1000, ""
+                try:
+                    await handler(ws)
+                except ConnectionClosed:
+                    pass
+                except Exception:  # noqa: BLE001 - the handler's bug closes this connection with 1011
+                    logger.exception("WebSocket handler failed")
+                    code, reason = 1011, "internal error"
+                await ws.close(code, reason)
+            finally:
+                self.connections.discard(ws)
+                self._keepalive.discard(ws)
+                if not ws._transport_closed:
+                    # Cancelled (server shutdown): close with 1001, bounded by the close timeout.
+                    with trio.CancelScope(shield=True):
+                        with trio.move_on_after(self.limits.close_timeout):
+                            try:
+                                await ws._send_close(1001, "going away")
+                                await ws.drain_until_closed()
+                            except ConnectionClosed:
+                                pass
+                        await ws._close_transport()
+        except trio.Cancelled:
+            raise
+        except BaseException as exc:  # noqa: BLE001 - one peer never disturbs the others
+            if isinstance(exc, BaseExceptionGroup):
+                _, rest = exc.split(trio.Cancelled)
+                if rest is None:
+                    raise  # only cancellation: let the cancel scope that caused it catch it
+            leaf = unwrap_group(exc)
+            if not isinstance(leaf, (trio.BrokenResourceError, trio.ClosedResourceError, OSError, ConnectionClosed)):
+                logger.exception("connection task failed")
+        finally:
+            self.active_tasks -= 1
+            with trio.CancelScope(shield=True):
+                try:
+                    await trio.aclose_forcefully(tcp)
+                except BaseException:  # noqa: BLE001
+                    pass
+
+    async def _read_request(
+        self, stream: trio.abc.Stream, started: list[bool]
+    ) -> tuple[Request, h11.Request, bytes] | None:
+        """Read one request head: the core's RequestHeadGuard (414/431) in front of h11."""
+        guard = _ws.RequestHeadGuard()
+        conn = h11.Connection(h11.SERVER, max_incomplete_event_size=_MAX_HEAD)
+        head = bytearray()
+        while True:
+            try:
+                data = await stream.receive_some(16384)
+            except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+                return None
+            if not data:
+                return None
+            started[0] = True
+            try:
+                guard.feed(data)
+            except HandshakeError as exc:
+                await self._respond(stream, Response.text(exc.status))
+                return None
+            head += data
+            conn.receive_data(bytes(data))
+            try:
+                event = conn.next_event()
+            except h11.RemoteProtocolError as exc:
+                status = exc.error_status_hint if exc.error_status_hint >= 400 else 400
+                await self._respond(stream, Response.text(status))
+                return None
+            if event is h11.NEED_DATA:
+                continue
+            if not isinstance(event, h11.Request):
+                await self._respond(stream, Response.text(400))
+                return None
+            end = head.find(b"\r\n\r\n")
+            request = Request(
+                method=event.method.decode("ascii", "replace"),
+                target=event.target.decode("ascii", "replace"),
+                http_version=event.http_version.decode("ascii", "replace"),
+                raw_head=bytes(head[: end + 4]),
+            )
+            # Bytes after the head: the start of the WebSocket stream (if it upgrades).
+            trailing = bytes(head[end + 4 :])
+            return request, event, trailing
+
+    async def _respond(self, stream: trio.abc.Stream, response: Response, head_only: bool = False) -> None:
+        if ("x-raw", "1") in response.headers:
+            data = response.body  # already serialized by h11 (a rejection from the core)
+        else:
+            data = _http.render_response(response, head_only=head_only)
+        try:
+            await stream.send_all(data)
+        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+            pass
+
+    def _route(self, path: str) -> Handler | None:
+        if callable(self.handler) and not isinstance(self.handler, Mapping):
+            return self.handler
+        return self.handler.get(path)
+
+    async def _accept_or_reject(
+        self, request: Request, h11_request: h11.Request
+    ) -> Response | tuple[Handler, bytes, _ws.WebSocketConnection]:
+        """Route, run the request hook, then let the core validate the upgrade."""
+        handler = self._route(request.path)
+        if self.process_request is not None:
+            try:
+                answer = await self.process_request(request)
+            except Exception:  # noqa: BLE001
+                logger.exception("process_request failed")
+                return Response.text(500)
+            if answer is not None:
+                return answer
+        if handler is None:
+            return Response.text(404)
+        subprotocols: Any = self.subprotocols
+        if self.select_subprotocol is not None:
+            select = self.select_subprotocol
+            subprotocols = lambda offered: select(request, list(offered))  # noqa: E731
+        origins: Any = self.origins
+        result = _ws.server_handshake(
+            h11_request,
+            subprotocols=subprotocols,
+            origins=origins,
+            extensions=self.extension_factories,
+            max_message_size=self.limits.max_message_size,
+            max_fragments=self.limits.max_fragments,
+            stream_messages=True,
+        )
+        conn = h11.Connection(h11.SERVER)
+        conn.receive_data(h11_request_bytes(h11_request))
+        conn.next_event()
+        if isinstance(result, _ws.HandshakeRejected):
+            data = conn.send(result.response) or b""
+            data += conn.send(h11.Data(data=result.body)) or b""
+            data += conn.send(h11.EndOfMessage()) or b""
+            return Response(result.response.status_code, data, [("x-raw", "1")])
+        switching = conn.send(result.response) or b""
+        return handler, switching, result.connection
+
+
+def h11_request_bytes(request: h11.Request) -> bytes:
+    """Serialize an h11.Request (to prime a server-side h11.Connection for its answer)."""
+    client = h11.Connection(h11.CLIENT)
+    return (client.send(request) or b"") + (client.send(h11.EndOfMessage()) or b"")
+
+
+async def serve(
+    handler: Handler | Mapping[str, Handler],
+    host: str | None = "127.0.0.1",
+    port: int = 0,
+    *,
+    ssl_context: _ssl.SSLContext | None = None,
+    origins: Sequence[str] | None = None,
+    subprotocols: Sequence[str] = (),
+    select_subprotocol: SelectSubprotocol | None = None,
+    process_request: ProcessRequest | None = None,
+    extensions: Sequence[Any] = (),
+    compression: str | None = None,
+    open_timeout: float = 10.0,
+    close_timeout: float = 10.0,
+    ping_interval: float | None = 20.0,
+    ping_timeout: float | None = 20.0,
+    max_message_size: int = 1_048_576,
+    max_fragments: int = 4096,
+    max_queue: int = 16,
+    write_limit: int = 64 * 1024,
+    backlog: int | None = None,
+    task_status: trio.TaskStatus[WebSocketServer] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Serve WebSocket connections until cancelled (or ``server.shutdown()``).
+
+    ``handler`` is ``async def handler(ws)`` or a mapping ``{path: handler}``; other
+    paths get 404 and non-WebSocket requests on a WebSocket path 426. Use with
+    ``server = await nursery.start(serve, handler, "127.0.0.1", 0)``. When the
+    handler returns the connection is closed with 1000; when it raises, with 1011;
+    on shutdown every client gets 1001, bounded by ``close_timeout``.
+
+    ``origins``: None = same-origin when an Origin header is present (requests
+    without Origin are accepted); a list = exact allow-list, ``"*"`` allows any.
+    ``process_request(request)`` may return a :class:`Response` to answer the
+    request itself (plain HTTP, or rejecting an unauthenticated upgrade).
+    """
+    extensions = list(extensions)
+    if compression == "deflate":
+        from ..websocket.deflate import ServerPerMessageDeflateFactory
+
+        extensions.append(ServerPerMessageDeflateFactory())
+    elif compression is not None:
+        raise ValueError(f"unsupported compression {compression!r} (None or 'deflate')")
+    limits = Limits(
+        max_message_size=max_message_size,
+        max_fragments=max_fragments,
+        max_queue=max_queue,
+        queue_low=max(max_queue // 4, 0),
+        write_high=write_limit,
+        write_low=write_limit // 4,
+        close_timeout=close_timeout,
+        ping_interval=ping_interval,
+        ping_timeout=ping_timeout,
+    )
+    server = WebSocketServer(
+        handler,
+        ssl_context=ssl_context,
+        origins=origins,
+        subprotocols=subprotocols,
+        select_subprotocol=select_subprotocol,
+        process_request=process_request,
+        extensions=extensions,
+        open_timeout=open_timeout,
+        limits=limits,
+    )
+    kwargs: dict[str, Any] = {"host": host}
+    if backlog is not None:
+        kwargs["backlog"] = backlog
+    listeners = await trio.open_tcp_listeners(port, **kwargs)
+    try:
+        await server.run(listeners, task_status)
+    except BaseExceptionGroup as group:
+        leaf = unwrap_group(group)
+        if leaf is group:
+            raise
+        raise leaf from None
