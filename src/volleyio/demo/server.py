@@ -11,6 +11,7 @@ import json
 import resource
 import sys
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from importlib import resources
 
@@ -73,7 +74,7 @@ def _parse_chat(raw: str | bytes) -> tuple[str, str] | str:
     return name, text
 
 
-def make_handler(room: ChatRoom):  # type: ignore[no-untyped-def]
+def make_handler(room: ChatRoom) -> Callable[[WebSocketConnection], Awaitable[None]]:
     async def chat(ws: WebSocketConnection) -> None:
         room.members.add(ws)
         try:
@@ -94,7 +95,7 @@ def make_handler(room: ChatRoom):  # type: ignore[no-untyped-def]
     return chat
 
 
-def make_process_request(page: bytes):  # type: ignore[no-untyped-def]
+def make_process_request(page: bytes) -> Callable[[Request], Awaitable[Response | None]]:
     async def process_request(request: Request) -> Response | None:
         if request.path == "/ws":
             return None
