@@ -554,3 +554,41 @@ async def test_concurrent_receivers_share_the_messages() -> None:
                 assert await ws.receive() == "all received"
             server.shutdown()
     assert sorted(got, key=int) == [str(i) for i in range(100)]
+
+
+async def test_coalesced_replies_are_flushed_when_the_handler_stops_receiving() -> None:
+    # Three messages in one TCP segment: the replies to the first two are coalesced
+    # (more messages are queued); the handler then waits elsewhere -- the replies
+    # must still go out without a further receive() or send().
+    async def handler(ws: vt.WebSocketConnection) -> None:
+        for _ in range(2):
+            await ws.send(b"re:" + await ws.receive())
+        await trio.sleep_forever()
+
+    with trio.fail_after(TEST_TIMEOUT):
+        async with trio.open_nursery() as nursery:
+            # No keepalive: nothing else would ever write to this connection.
+            server = await start_server(nursery, handler, ping_interval=None)
+            client = await RawClient.open(server.port)
+            key = b"\x01\x02\x03\x04"
+            await client.stream.send_all(
+                b"".join(_speedups.encode_frame(2, m, True, 0, key) for m in (b"1", b"2", b"3"))
+            )
+            assert await client.read_frame() == (2, b"re:1")
+            assert await client.read_frame() == (2, b"re:2")
+            await client.stream.aclose()
+            server.shutdown()
+
+
+async def test_batched_echo_keeps_order_across_many_messages() -> None:
+    with trio.fail_after(TEST_TIMEOUT):
+        async with trio.open_nursery() as nursery:
+            server = await start_server(nursery)
+            client = await RawClient.open(server.port)
+            key = b"\x01\x02\x03\x04"
+            messages = [str(i).encode() * (1 + i % 7) for i in range(300)]
+            await client.stream.send_all(b"".join(_speedups.encode_frame(2, m, True, 0, key) for m in messages))
+            for m in messages:
+                assert await client.read_frame() == (2, m)
+            await client.stream.aclose()
+            server.shutdown()

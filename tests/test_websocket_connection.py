@@ -699,3 +699,97 @@ def test_non_minimal_length_encoding_is_accepted() -> None:
     srv = server()
     srv.receive_data(bytes((0x82, 0x80 | 126)) + (3).to_bytes(2, "big") + b"\0\0\0\0" + b"abc")
     assert srv.events() == [BinaryMessage(b"abc")]
+
+
+# --------------------------------------------------------------------------- I/O-layer fast paths
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_plain_messages_delivers_single_frame_messages_as_str_and_bytes(stream: bool) -> None:
+    conn = server(plain_messages=True, stream_messages=stream)
+    data = (
+        raw_frame(1, "héllo".encode())
+        + raw_frame(2, b"\x00\xff")
+        + raw_frame(9, b"p")
+        + raw_frame(2, b"")
+        + raw_frame(1, b"")
+    )
+    assert conn.receive_and_events(data) == ["héllo", b"\x00\xff", Ping(b"p"), b"", ""]
+    assert conn.receive_and_events(b"") == [ConnectionClosed(1006, "", False)]
+
+
+def test_plain_messages_keeps_fragmented_messages_as_events() -> None:
+    conn = server(plain_messages=True)
+    conn.receive_data(raw_frame(1, b"ab", fin=False) + raw_frame(0, b"c") + raw_frame(2, b"x", fin=False))
+    conn.receive_data(raw_frame(0, b"y"))
+    assert conn.events() == [TextMessage("abc"), BinaryMessage(b"xy")]
+    streaming = server(plain_messages=True, stream_messages=True)
+    events = streaming.receive_and_events(raw_frame(2, b"x", fin=False) + raw_frame(0, b"y"))
+    assert events == [MessageChunk(b"x", False, True, False), MessageChunk(b"y", False, False, True)]
+
+
+def test_receive_and_events_matches_receive_data_then_events() -> None:
+    data = raw_frame(2, b"a" * 200) + raw_frame(1, b"b", fin=False) + raw_frame(10, b"") + raw_frame(0, b"c")
+    for split in range(len(data) + 1):
+        a, b = server(), server()
+        got = a.receive_and_events(data[:split]) + a.receive_and_events(data[split:])
+        b.receive_data(data[:split])
+        expected = b.events()
+        b.receive_data(data[split:])
+        expected += b.events()
+        assert got == expected
+    # Pending events from earlier calls come first, partially consumed lists too.
+    conn = server()
+    conn.receive_data(raw_frame(2, b"1") + raw_frame(2, b"2"))
+    assert conn.next_event() == BinaryMessage(b"1")
+    assert conn.receive_and_events(raw_frame(2, b"3")) == [BinaryMessage(b"2"), BinaryMessage(b"3")]
+    assert conn.receive_and_events(b"\x82") == []  # incomplete frame: nothing yet
+
+
+def test_binary_fast_path_still_enforces_limits_and_fragment_rules() -> None:
+    conn = server(max_message_size=4)
+    conn.receive_data(raw_frame(2, b"12345"))
+    assert sent_close_code(conn) == 1009
+    conn = server()
+    conn.receive_data(raw_frame(1, b"a", fin=False) + raw_frame(2, b"b"))
+    assert sent_close_code(conn) == 1002
+
+
+@pytest.mark.parametrize("role", ["server", "client"])
+def test_send_message_equals_send_then_data_to_send(role: str) -> None:
+    for message in ["héllo", "", b"\x00\x01", bytearray(b"ba"), memoryview(b"mv"), b"z" * 70000]:
+        a, b = WebSocketConnection(role), WebSocketConnection(role)
+        data = a.send_message(message)
+        if isinstance(message, str):
+            b.send_text(message)
+        else:
+            b.send_binary(message)
+        expected = b.data_to_send()
+        if role == "server":
+            assert data == expected
+        else:  # masked with a fresh key: compare the decoded frames
+            assert unmask_frames(data) == unmask_frames(expected)
+        assert a.data_to_send() == b""
+
+
+def test_send_message_includes_earlier_queued_data_and_refuses_when_closed() -> None:
+    conn = server()
+    conn.send_ping(b"p")
+    data = conn.send_message(b"x")
+    assert unmask_frames(data) == [(9, True, 0, b"p"), (2, True, 0, b"x")]
+    conn.close()
+    with pytest.raises(ConnectionClosedError):
+        conn.send_message("late")
+
+
+def test_idle_connection_holds_no_receive_state_until_needed() -> None:
+    conn = server(stream_messages=True)
+    conn.receive_data(raw_frame(1, b"whole") + raw_frame(2, b"whole"))
+    assert conn._buffer is None and conn._utf8 is None and conn._message_parts is None
+    assert len(conn.events()) == 2
+    conn.receive_data(raw_frame(1, "é".encode()[:1], fin=False))
+    conn.receive_data(raw_frame(0, "é".encode()[1:])[:3])
+    assert conn._buffer is not None and conn._utf8 is not None
+    conn.receive_data(raw_frame(0, "é".encode()[1:])[3:])
+    assert [e.data for e in conn.events()] == ["", "é"]
+    assert conn._buffer is None

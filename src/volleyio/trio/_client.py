@@ -306,7 +306,7 @@ class connect:  # noqa: N801 - used like a function: ``async with connect(url) a
         self._nursery_manager = trio.open_nursery()
         nursery = await self._nursery_manager.__aenter__()
         ws._nursery = nursery
-        nursery.start_soon(ws.run_reader)
+        ws._start_reader()
         keepalive = Keepalive(opts.limits.ping_interval, opts.limits.ping_timeout)
         keepalive.add(ws)
         nursery.start_soon(keepalive.run)

@@ -12,8 +12,17 @@
   incomplete frame.
 * The task that calls ``receive()`` on an empty queue reads the socket itself (one
   scheduler hop per read, like a bare trio echo); the per-connection reader task
-  steps aside meanwhile and takes over when nobody receives (so pings and closes are
-  answered) -- see ``_read_raw``.
+  then *ends* (an idle connection holds one task, not two) and is started again
+  when somebody needs reading while nobody receives (``ping()``/``close()`` waiting
+  for an answer, or the keepalive tick) -- see ``_read_raw`` / ``_wake_reader``.
+* The core hands single-frame messages over as plain ``str``/``bytes``
+  (``plain_messages``, ``receive_and_events``, ``send_message``): no event object
+  per message.
+* Write coalescing (server, plain TCP): a ``send()`` made while more received
+  messages are queued appends to the outbound buffer; the batch goes out in one
+  ``send`` syscall with the send that empties the queue, before ``receive()``
+  blocks, above the write limit, or -- if the application waits elsewhere -- from
+  the server's ``BatchFlusher`` as soon as the task yields.
 * Writes try a direct non-blocking ``send`` first; what the kernel does not take is
   coalesced into one outbound buffer that a single flusher drains. ``send`` awaits
   only while that buffer is above its high-water mark (64 KiB, resume at 16 KiB).
@@ -55,6 +64,10 @@ _scratch = bytearray(_SCRATCH_SIZE)
 _scratch_view = memoryview(_scratch)
 
 _YIELD_EVERY = 16
+
+# Hot-path aliases (one global lookup instead of three attribute lookups per message).
+_checkpoint = trio.lowlevel.checkpoint
+_checkpoint_if_cancelled = trio.lowlevel.checkpoint_if_cancelled
 
 
 @dataclass
@@ -110,6 +123,50 @@ class _Closed:
 _CLOSED_SENTINEL = _Closed()
 
 
+class BatchFlusher:
+    """One task that writes the coalesced replies of connections whose task yielded.
+
+    ``send()`` may append a reply to the outgoing buffer instead of writing it when
+    more received messages are queued (the next receive()/send() writes them all
+    with one syscall). If the application instead goes off and waits elsewhere, this
+    task -- woken by the first deferral of a scheduler round -- flushes them as soon
+    as the deferring task yields, so data is never held back longer than that.
+    """
+
+    __slots__ = ("_pending", "_task")
+
+    def __init__(self) -> None:
+        self._pending: list[WebSocketConnection] = []
+        self._task: Any = None
+
+    def add(self, ws: WebSocketConnection) -> None:
+        self._pending.append(ws)
+        task = self._task
+        if task is not None:
+            self._task = None
+            trio.lowlevel.reschedule(task)
+
+    async def run(self) -> None:
+        while True:
+            if self._pending:
+                await trio.lowlevel.checkpoint()
+            else:
+                self._task = trio.lowlevel.current_task()
+
+                def abort(_: Any) -> trio.lowlevel.Abort:
+                    self._task = None
+                    return trio.lowlevel.Abort.SUCCEEDED
+
+                await trio.lowlevel.wait_task_rescheduled(abort)
+                # One more scheduler round: a task that merely yielded in the middle of
+                # its batch flushes its own replies (in one write) at the batch's end.
+                await trio.lowlevel.checkpoint()
+            pending, self._pending = self._pending, []
+            for ws in pending:
+                if ws._deferred:
+                    ws._flush_nowait()
+
+
 def _raw_socket(stream: trio.abc.Stream) -> _socket.socket | None:
     """The stdlib socket under a plain ``trio.SocketStream`` (None for TLS and others)."""
     if not isinstance(stream, trio.SocketStream):
@@ -133,7 +190,7 @@ class WebSocketConnection:
         "close_reason", "_close_sent", "_close_received", "_closed_event_", "_eof", "_transport_closed",
         "_stream_closed", "_ka_reads", "_ka_ping_at", "_ka_last", "_n_msg_in", "_n_msg_out", "_n_bytes_in",
         "_n_bytes_out", "_n_reads", "_n_writes", "_n_pings", "_n_pongs", "_reader_active", "_reader_scope",
-        "_reader_lot_", "_inline_reader", "_receiver_owns", "__weakref__",
+        "_reader_lot_", "_inline_reader", "_receiver_owns", "_batch", "_deferred", "__weakref__",
     )
 
     def __init__(
@@ -168,10 +225,13 @@ class WebSocketConnection:
                 extensions=tuple(extensions),
                 stream_messages=True,
                 subprotocol=subprotocol,
+                plain_messages=True,
             )
         else:
             proto.stream_messages = True  # receive_stream() needs per-frame chunks
             self.subprotocol = proto.subprotocol
+        # Single-frame messages come out of the core as plain str/bytes (queued as-is).
+        proto.plain_messages = True
         self._proto = proto
         self._raw = _raw_socket(stream)
         # Inbound state.
@@ -210,6 +270,9 @@ class WebSocketConnection:
         self._reader_lot_: trio.lowlevel.ParkingLot | None = None
         self._inline_reader = False
         self._receiver_owns = False
+        # Write coalescing (server side, plain TCP): see send() and BatchFlusher.
+        self._batch: BatchFlusher | None = None
+        self._deferred = False
         # Keepalive bookkeeping (see _keepalive.Keepalive).
         self._ka_reads = -1
         self._ka_ping_at: float | None = None
@@ -245,16 +308,40 @@ class WebSocketConnection:
 
     async def send(self, message: Data | bytearray | memoryview, *, compress: bool | None = None) -> None:
         """Send one message: ``str`` as text, bytes-like as binary."""
-        proto = self._proto
         if self._close_sent or self.state != "OPEN":
             await trio.lowlevel.checkpoint()
             raise self._closed_exc()
-        if isinstance(message, str):
-            proto.send_text(message, compress=compress)
+        proto = self._proto
+        if compress is None:
+            data = proto.send_message(message)
         else:
-            proto.send_binary(message, compress=compress)
+            if isinstance(message, str):
+                proto.send_text(message, compress=compress)
+            else:
+                proto.send_binary(message, compress=compress)
+            data = proto.data_to_send()
         self._n_msg_out += 1
-        await self._write(proto.data_to_send())
+        if (
+            self._batch is not None
+            and self._queue
+            and not self._flushing
+            and not self._transport_closed
+            and len(self._out) + len(data) <= self.limits.write_high
+        ):
+            # More received messages are waiting for the application: this reply is
+            # coalesced with the next ones into one write. It is flushed when the queue
+            # runs dry (the last send, or receive() before it blocks), above the write
+            # limit, or -- if the application stops here -- by the batch flusher once
+            # this task yields to the scheduler.
+            self._out += data
+            if not self._deferred:
+                self._deferred = True
+                self._batch.add(self)
+            # A cancellation point; the scheduling point comes with the receive()
+            # that follows (it yields every few messages and when it blocks).
+            await _checkpoint_if_cancelled()
+            return
+        await self._write(data)
 
     async def send_frame_bytes(self, frame: bytes) -> None:
         """Write one already-encoded, unmasked frame (server side; used by broadcast)."""
@@ -272,15 +359,31 @@ class WebSocketConnection:
                 item = queue[0]
                 if item.__class__ is str or item.__class__ is bytes:
                     del queue[0]
-                    if len(queue) == self.limits.queue_low and self._resume_lot_ is not None:
+                    if self._resume_lot_ is not None and len(queue) == self.limits.queue_low:
                         self._resume_lot_.unpark_all()
-                    await self._maybe_yield()
+                    # (_maybe_yield, inlined: no coroutine object per message)
+                    ops = self._ops = self._ops + 1
+                    if ops % _YIELD_EVERY:
+                        await _checkpoint_if_cancelled()
+                    else:
+                        await _checkpoint()
                     return item
                 if item is _CLOSED_SENTINEL:
                     await trio.lowlevel.checkpoint()
                     raise self._closed_exc()
                 return await self._assemble()
-            await self._await_more()
+            if self._deferred:
+                self._flush_nowait()  # replies coalesced during the batch go out before we wait
+            # _await_more(), inlined: one coroutine frame less while idle.
+            if (
+                self._raw is not None
+                and self._recv_task is None
+                and not self._inline_reader
+                and (self._reader_active or (self._nursery is not None and not self._initial))
+            ):
+                await self._read_inline()
+            else:
+                await self._wait_for_data()
 
     async def _assemble(self) -> Data:
         parts: list[Any] = []
@@ -304,6 +407,8 @@ class WebSocketConnection:
         queue = self._queue
         while True:
             while not queue:
+                if self._deferred:
+                    self._flush_nowait()
                 await self._await_more()
             item = queue[0]
             if item is _CLOSED_SENTINEL:
@@ -402,7 +507,12 @@ class WebSocketConnection:
 
     async def _await_more(self) -> None:
         """Wait until the queue has something: read inline when we can, else park."""
-        if self._raw is not None and self._recv_task is None and not self._inline_reader and self._reader_active:
+        if (
+            self._raw is not None
+            and self._recv_task is None
+            and not self._inline_reader
+            and (self._reader_active or (self._nursery is not None and not self._initial))
+        ):
             await self._read_inline()
         else:
             await self._wait_for_data()
@@ -504,10 +614,41 @@ class WebSocketConnection:
             self._n_writes += 1
             self._n_bytes_out += sent
             if sent == len(data):
-                await self._maybe_yield()
+                # (_maybe_yield, inlined: no coroutine object per message)
+                ops = self._ops = self._ops + 1
+                if ops % _YIELD_EVERY:
+                    await _checkpoint_if_cancelled()
+                else:
+                    await _checkpoint()
                 return
             self._out += memoryview(data)[sent:]
             await self._flush_raw()
+            return
+        if not self._flushing:
+            # Coalesced replies are pending (see send()): this one goes with them, in one write.
+            out = self._out
+            out += data
+            self._deferred = False
+            try:
+                sent = raw.send(out)
+            except BlockingIOError:
+                sent = 0
+            except OSError:
+                self._abort(1006, "")
+                await trio.lowlevel.checkpoint()
+                raise self._closed_exc() from None
+            if sent:
+                self._n_writes += 1
+                self._n_bytes_out += sent
+                del out[:sent]
+            if out:
+                await self._flush_raw()
+                return
+            ops = self._ops = self._ops + 1
+            if ops % _YIELD_EVERY:
+                await _checkpoint_if_cancelled()
+            else:
+                await _checkpoint()
             return
         # Someone else is flushing: wait for room (bounded buffer), then queue behind them.
         while self._flushing and len(self._out) > self.limits.write_high and not self._transport_closed:
@@ -515,6 +656,7 @@ class WebSocketConnection:
         if self._transport_closed:
             raise self._closed_exc()
         self._out += data
+        self._deferred = False
         if self._flushing:
             await self._maybe_yield()
         else:
@@ -570,6 +712,27 @@ class WebSocketConnection:
                     raise self._closed_exc() from None
                 self._n_writes += 1
                 self._n_bytes_out += len(chunk)
+
+    def _flush_nowait(self) -> None:
+        """Write coalesced replies now, without waiting (the rest goes to a flusher task)."""
+        self._deferred = False
+        out = self._out
+        raw = self._raw
+        if not out or self._flushing or self._transport_closed or raw is None:
+            return
+        try:
+            sent = raw.send(out)
+        except BlockingIOError:
+            sent = 0
+        except OSError:
+            self._abort(1006, "")
+            return
+        if sent:
+            self._n_writes += 1
+            self._n_bytes_out += sent
+            del out[:sent]
+        if out:
+            self._ensure_flusher()
 
     def _ensure_flusher(self) -> None:
         """Make sure someone drains ``_out`` (spawns a helper task only for slow peers)."""
@@ -680,6 +843,11 @@ class WebSocketConnection:
                 await self._wait_queue_room()
                 continue
             if self._inline_reader or self._receiver_owns:
+                if self._nursery is not None:
+                    # The receiving task reads; this task ends (an idle connection then
+                    # holds one task, not two) and _wake_reader starts a new one when
+                    # somebody needs reading while nobody receives.
+                    return
                 if self._reader_lot_ is None:
                     self._reader_lot_ = trio.lowlevel.ParkingLot()
                 await self._reader_lot_.park()
@@ -715,6 +883,24 @@ class WebSocketConnection:
         self._receiver_owns = False
         if self._reader_lot_ is not None:
             self._reader_lot_.unpark_all()
+        if (
+            not self._reader_active
+            and self._raw is not None
+            and self.state != "CLOSED"
+            and not self._eof
+            and not self._transport_closed
+        ):
+            self._start_reader()
+
+    def _start_reader(self) -> None:
+        """Spawn :meth:`run_reader` into ``_nursery`` (at most one reader at a time)."""
+        if self._reader_active or self._nursery is None:
+            return
+        self._reader_active = True  # run_reader sets it too; no second reader meanwhile
+        try:
+            self._nursery.start_soon(self.run_reader)
+        except RuntimeError:  # the nursery is closing (shutdown)
+            self._reader_active = False
 
     async def _wait_readable(self, is_reader: bool) -> None:
         raw = self._raw
@@ -744,8 +930,18 @@ class WebSocketConnection:
             return
         if n < 0:
             # Waiting outside the except block: no exception/traceback kept alive while idle.
-            await self._wait_readable(is_reader)
-            return
+            if is_reader:
+                await self._wait_readable(True)
+                return
+            await trio.lowlevel.wait_readable(raw)  # one coroutine frame less per idle connection
+            # Readable: read right away (saves a round through receive() per message).
+            try:
+                n = raw.recv_into(_scratch_view)
+            except BlockingIOError:
+                return
+            except OSError:
+                self._eof = True
+                return
         if n == 0:
             self._eof = True
             return
@@ -781,18 +977,23 @@ class WebSocketConnection:
 
     def _feed(self, data: Any) -> None:
         """Hand the bytes of one read to the core and dispatch its events (no await here)."""
-        proto = self._proto
-        proto.receive_data(data)
-        self._dispatch()
+        self._dispatch(self._proto.receive_and_events(data))
 
-    def _dispatch(self) -> None:
+    def _dispatch(self, events: list[Any] | None = None) -> None:
         proto = self._proto
         queue = self._queue
         delivered = False
         event: Any
-        for event in proto.events():
+        if events is None:
+            events = proto.events()
+        for event in events:
             cls = event.__class__
-            if cls is _MessageChunk:
+            if cls is str or cls is bytes:
+                # A whole single-frame message (the core's plain_messages mode).
+                queue.append(event)
+                self._n_msg_in += 1
+                delivered = True
+            elif cls is _MessageChunk:
                 if event.first and event.final:
                     queue.append(event.data)
                 else:

@@ -14,7 +14,7 @@ import trio
 from .. import websocket as _ws
 from ..errors import HandshakeError
 from . import _http
-from ._connection import Limits, WebSocketConnection
+from ._connection import BatchFlusher, Limits, WebSocketConnection
 from ._errors import BaseExceptionGroup, ConnectionClosed, unwrap_group
 from ._http import Request, Response
 from ._keepalive import Keepalive
@@ -63,6 +63,7 @@ class WebSocketServer:
         self._scope: trio.CancelScope | None = None
         self._nursery: trio.Nursery | None = None
         self._keepalive = Keepalive(self.limits.ping_interval, self.limits.ping_timeout)
+        self._batch = BatchFlusher()
         #: Count of TCP connections being handled (handshake or open).
         self.active_tasks = 0
 
@@ -91,6 +92,7 @@ class WebSocketServer:
                     for listener in listeners:
                         nursery.start_soon(self._accept_loop, listener, nursery)
                     nursery.start_soon(self._keepalive.run)
+                    nursery.start_soon(self._batch.run)
                     task_status.started(self)
             finally:
                 with trio.CancelScope(shield=True):
@@ -168,7 +170,9 @@ class WebSocketServer:
             self.connections.add(ws)
             self._keepalive.add(ws)
             ws._nursery = self._nursery
-            self._nursery.start_soon(ws.run_reader)
+            if ws._raw is not None:
+                ws._batch = self._batch
+            ws._start_reader()
             await trio.lowlevel.checkpoint()  # let the reader start
             try:
                 code, reason = 1000, ""

@@ -22,13 +22,14 @@ layer applies its close timeout to that wait and aborts when it expires.
 
 from __future__ import annotations
 
+import codecs
 import enum
 import os
 import sys
 from codecs import getincrementaldecoder
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Union
+from typing import TYPE_CHECKING, Any, Union
 
 from .. import _speedups
 from ..errors import ConnectionClosedError, ProtocolError
@@ -198,6 +199,12 @@ class WebSocketConnection:
         of assembled :class:`TextMessage` / :class:`BinaryMessage` events.
     ``subprotocol``
         The negotiated subprotocol, kept for the application's convenience.
+    ``plain_messages``
+        Deliver every complete data message that arrived in one frame as a plain
+        ``str`` (text) or ``bytes`` (binary) in the event list instead of a
+        :class:`TextMessage` / :class:`BinaryMessage` (or a first-and-final
+        :class:`MessageChunk` in streaming mode). Other events are unchanged. For I/O
+        layers that queue messages as they are (no event object per message).
 
     Retained memory of an incomplete (fragmented) message is bounded by
     ``2 * max_message_size`` with :data:`PART_OVERHEAD` counted per retained
@@ -214,7 +221,7 @@ class WebSocketConnection:
         "_budget_unlimited", "_state", "_buffer", "_discarding", "_outgoing", "_events", "_event_pos",
         "_message_opcode", "_message_rsv", "_message_size", "_message_fragments", "_message_parts",
         "_message_retained", "_message_decoders", "_utf8", "_text_decoder", "close_sent",
-        "close_received", "failure", "__weakref__",
+        "close_received", "failure", "plain_messages", "__weakref__",
     )
 
     def __init__(
@@ -227,6 +234,7 @@ class WebSocketConnection:
         auto_pong: bool = True,
         stream_messages: bool = False,
         subprotocol: str | None = None,
+        plain_messages: bool = False,
     ) -> None:
         self.role = Role(role)
         if max_message_size is not None and max_message_size < 0:
@@ -239,6 +247,7 @@ class WebSocketConnection:
         self.auto_pong = auto_pong
         self.stream_messages = stream_messages
         self.subprotocol = subprotocol
+        self.plain_messages = plain_messages
 
         self._is_client = self.role is Role.CLIENT
         self._mask_required = not self._is_client  # servers receive masked frames
@@ -261,10 +270,13 @@ class WebSocketConnection:
         self._budget_unlimited = sys.maxsize
 
         self._state = ConnectionState.OPEN
-        self._buffer = bytearray()
+        # Created on demand: an idle connection holds no receive buffer, no message
+        # parts and no UTF-8 state (benchmark (d): memory per idle connection).
+        self._buffer: bytearray | None = None  # the tail of an incomplete frame
         self._discarding = False  # after a close frame or a failure: ignore input
         self._outgoing: list[bytes] = []
-        self._events: list[Event] = []
+        # Events, plus plain str/bytes messages in plain_messages mode.
+        self._events: list[Any] = []
         self._event_pos = 0
 
         # The data message being received (None when between messages).
@@ -272,11 +284,11 @@ class WebSocketConnection:
         self._message_rsv = 0
         self._message_size = 0
         self._message_fragments = 0
-        self._message_parts: list[bytes] = []
+        self._message_parts: list[bytes] | None = None
         self._message_retained = 0
         self._message_decoders: tuple[Extension, ...] = ()
-        self._utf8 = _speedups.Utf8Validator()
-        self._text_decoder = getincrementaldecoder("utf-8")()
+        self._utf8: _speedups.Utf8Validator | None = None
+        self._text_decoder: codecs.IncrementalDecoder | None = None
 
         self.close_sent: CloseInfo | None = None
         self.close_received: CloseInfo | None = None
@@ -305,7 +317,10 @@ class WebSocketConnection:
     # ------------------------------------------------------------------ events
 
     def events(self) -> list[Event]:
-        """Every event produced since the last call, in order (the list is yours)."""
+        """Every event produced since the last call, in order (the list is yours).
+
+        (With ``plain_messages``, single-frame messages come as ``str``/``bytes``.)
+        """
         events = self._events
         if self._event_pos:
             events = events[self._event_pos :]
@@ -313,13 +328,28 @@ class WebSocketConnection:
         self._event_pos = 0
         return events
 
+    def receive_and_events(self, data: BytesLike) -> list[Any]:
+        """``receive_data(data)`` followed by ``events()``, in one call (the hot path of an I/O layer)."""
+        self.receive_data(data)
+        events = self._events
+        if not events:
+            return []
+        if self._event_pos:
+            events = events[self._event_pos :]
+        self._events = []
+        self._event_pos = 0
+        return events
+
     def next_event(self) -> Event | None:
-        """The next pending event, or ``None`` when there is none (yet)."""
+        """The next pending event, or ``None`` when there is none (yet).
+
+        (With ``plain_messages``, single-frame messages come as ``str``/``bytes``.)
+        """
         pos = self._event_pos
         events = self._events
         if pos >= len(events):
             return None
-        event = events[pos]
+        event: Event = events[pos]
         pos += 1
         if pos == len(events):
             events.clear()
@@ -383,6 +413,26 @@ class WebSocketConnection:
                 encode_message_frames(opcode, payload, fragment_size=fragment_size, rsv=rsv, mask=self._is_client)
             )
 
+    def send_message(self, message: str | BytesLike) -> bytes:
+        """Queue one message (``str`` as text, bytes-like as binary) and return ``data_to_send()``.
+
+        The one-call form of ``send_text``/``send_binary`` + ``data_to_send()`` for I/O
+        layers (same rules: raises :class:`~volleyio.errors.ConnectionClosedError`
+        unless OPEN; extensions apply with their default policy).
+        """
+        if self._state is not ConnectionState.OPEN:
+            raise self._closed_error()
+        if isinstance(message, str):
+            opcode = OP_TEXT
+            payload: BytesLike = message.encode("utf-8")
+        else:
+            opcode = OP_BINARY
+            payload = message
+        if self.extensions or self._outgoing or self._is_client:
+            self._send_message(opcode, payload, None, None)
+            return self.data_to_send()
+        return _speedups.encode_frame(opcode, payload, True, 0, None)
+
     def send_raw_frames(self, data: bytes) -> None:
         """Queue already-encoded frames (from :func:`encode_message_frames`) as they are.
 
@@ -437,7 +487,7 @@ class WebSocketConnection:
         if self._discarding:
             return
         buffer = self._buffer
-        if buffer:
+        if buffer is not None:
             buffer += data
             source: BytesLike = buffer
         else:
@@ -445,10 +495,12 @@ class WebSocketConnection:
         frames, consumed, error = _speedups.parse_frames(
             source, self._mask_required, self._max_frame, self._allowed_rsv, self._decode_text
         )
-        if buffer:
+        if buffer is not None:
             del buffer[:consumed]
+            if not buffer:
+                self._buffer = None
         elif consumed < len(data):
-            buffer += memoryview(data)[consumed:]
+            self._buffer = bytearray(memoryview(data)[consumed:])
 
         events = self._events
         for frame in frames:
@@ -459,10 +511,22 @@ class WebSocketConnection:
                 if self._message_opcode is not None:
                     self._fail(1002, "new data frame while a fragmented message is in progress")
                     return
-                if self.stream_messages:
+                if self.plain_messages:
+                    events.append(payload)
+                elif self.stream_messages:
                     events.append(MessageChunk(payload, True, True, True))
                 else:
                     events.append(TextMessage(payload))
+                continue
+            if opcode == OP_BINARY and fin and not rsv and self._message_opcode is None and self._decode_text:
+                # An unfragmented binary frame, no extensions negotiated: parse_frames
+                # already bounded its size by max_message_size (the other hot path).
+                if self.plain_messages:
+                    events.append(payload)
+                elif self.stream_messages:
+                    events.append(MessageChunk(payload, False, True, True))
+                else:
+                    events.append(BinaryMessage(payload))  # type: ignore[arg-type]  # bytes here
                 continue
             if TYPE_CHECKING:
                 # Every other payload is bytes. Narrowed for mypy only: isinstance() at
@@ -492,7 +556,7 @@ class WebSocketConnection:
 
     def _receive_eof(self) -> None:
         self._discarding = True
-        self._buffer = bytearray()
+        self._buffer = None
         self._reset_message()
         self._enter_closed()
 
@@ -517,7 +581,7 @@ class WebSocketConnection:
             self.close_sent = CloseInfo(code, _truncate_utf8(reason, MAX_CLOSE_REASON))
             self._state = ConnectionState.CLOSING
         self._discarding = True
-        self._buffer = bytearray()
+        self._buffer = None
         self._reset_message()
         # The server closes TCP right away; a client waits for the server's EOF.
         if not self._is_client:
@@ -525,7 +589,7 @@ class WebSocketConnection:
 
     def _reset_message(self) -> None:
         self._message_opcode = None
-        self._message_parts = []
+        self._message_parts = None
         self._message_retained = 0
         self._message_decoders = ()
 
@@ -545,8 +609,11 @@ class WebSocketConnection:
             else:
                 self._message_decoders = ()
             if opcode == OP_TEXT and not (fin and not self.stream_messages):
-                self._utf8.reset()
-                self._text_decoder.reset()
+                if self._utf8 is None or self._text_decoder is None:
+                    self._text_state()
+                else:
+                    self._utf8.reset()
+                    self._text_decoder.reset()
         elif self._message_opcode is None:
             raise ProtocolError("continuation frame without a message in progress", 1002)
         else:
@@ -572,12 +639,16 @@ class WebSocketConnection:
         if self.stream_messages:
             chunk: str | bytes = data
             if is_text:
-                if self._utf8.feed(data) != -1:
+                utf8, decoder = self._text_state()
+                if utf8.feed(data) != -1:
                     raise ProtocolError("invalid UTF-8 in text message", 1007)
-                if fin and not self._utf8.complete:
+                if fin and not utf8.complete:
                     raise ProtocolError("text message ends inside a UTF-8 sequence", 1007)
-                chunk = self._text_decoder.decode(data, fin)
-            self._events.append(MessageChunk(chunk, is_text, first, fin))
+                chunk = decoder.decode(data, fin)
+            if first and fin and self.plain_messages:
+                self._events.append(chunk)
+            else:
+                self._events.append(MessageChunk(chunk, is_text, first, fin))
             if fin:
                 self._reset_message()
             return
@@ -588,14 +659,15 @@ class WebSocketConnection:
             self._reset_message()
             if is_text:
                 try:
-                    self._events.append(TextMessage(data.decode("utf-8")))
+                    text = data.decode("utf-8")
                 except UnicodeDecodeError:
                     raise ProtocolError("invalid UTF-8 in text message", 1007) from None
+                self._events.append(text if self.plain_messages else TextMessage(text))
             else:
-                self._events.append(BinaryMessage(data))
+                self._events.append(data if self.plain_messages else BinaryMessage(data))
             return
 
-        if is_text and self._utf8.feed(data) != -1:
+        if is_text and self._text_state()[0].feed(data) != -1:
             # Fail fast: the rest of the message is never waited for.
             raise ProtocolError("invalid UTF-8 in text message", 1007)
         if data:
@@ -605,18 +677,32 @@ class WebSocketConnection:
                 self._message_retained += len(data) + PART_OVERHEAD
                 if max_size is not None and self._message_retained > 2 * max_size:
                     raise ProtocolError("incomplete message retains too much memory", 1009)
-            self._message_parts.append(data)
+            if self._message_parts is None:
+                self._message_parts = [data]
+            else:
+                self._message_parts.append(data)
         if not fin:
             return
-        if is_text and not self._utf8.complete:
+        if is_text and not self._text_state()[0].complete:
             raise ProtocolError("text message ends inside a UTF-8 sequence", 1007)
         parts = self._message_parts
-        whole = parts[0] if len(parts) == 1 else b"".join(parts)
+        if parts is None:
+            whole = b""
+        else:
+            whole = parts[0] if len(parts) == 1 else b"".join(parts)
         self._reset_message()
         if is_text:
             self._events.append(TextMessage(whole.decode("utf-8")))
         else:
             self._events.append(BinaryMessage(whole))
+
+    def _text_state(self) -> tuple[_speedups.Utf8Validator, codecs.IncrementalDecoder]:
+        # Created with the first fragmented/streamed text message (reset per message
+        # in _receive_data_frame); idle connections never hold one.
+        if self._utf8 is None or self._text_decoder is None:
+            self._utf8 = _speedups.Utf8Validator()
+            self._text_decoder = getincrementaldecoder("utf-8")()
+        return self._utf8, self._text_decoder
 
     def _receive_control_frame(self, opcode: int, payload: bytes) -> None:
         if opcode == OP_PING:
@@ -648,7 +734,7 @@ class WebSocketConnection:
         self.close_received = CloseInfo(code, reason)
         self._events.append(CloseReceived(code, reason))
         self._discarding = True
-        self._buffer = bytearray()
+        self._buffer = None
         if self._state is ConnectionState.OPEN:
             # Echo the code (section 5.5.1); an empty close is answered with an empty one.
             self._outgoing.append(_speedups.encode_frame(OP_CLOSE, payload[:2], True, 0, self._mask_key()))
