@@ -40,7 +40,7 @@ from __future__ import annotations
 import logging
 import os
 import socket as _socket
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Coroutine, Sequence
 from dataclasses import dataclass
 from typing import Any, Union
 
@@ -361,12 +361,7 @@ class WebSocketConnection:
                     del queue[0]
                     if self._resume_lot_ is not None and len(queue) == self.limits.queue_low:
                         self._resume_lot_.unpark_all()
-                    # (_maybe_yield, inlined: no coroutine object per message)
-                    ops = self._ops = self._ops + 1
-                    if ops % _YIELD_EVERY:
-                        await _checkpoint_if_cancelled()
-                    else:
-                        await _checkpoint()
+                    await self._yield_point()
                     return item
                 if item is _CLOSED_SENTINEL:
                     await trio.lowlevel.checkpoint()
@@ -375,12 +370,7 @@ class WebSocketConnection:
             if self._deferred:
                 self._flush_nowait()  # replies coalesced during the batch go out before we wait
             # _await_more(), inlined: one coroutine frame less while idle.
-            if (
-                self._raw is not None
-                and self._recv_task is None
-                and not self._inline_reader
-                and (self._reader_active or (self._nursery is not None and not self._initial))
-            ):
+            if self._can_read_inline():
                 await self._read_inline()
             else:
                 await self._wait_for_data()
@@ -505,14 +495,18 @@ class WebSocketConnection:
 
     # Synchronization objects are created on first use: an idle connection holds none.
 
-    async def _await_more(self) -> None:
-        """Wait until the queue has something: read inline when we can, else park."""
-        if (
+    def _can_read_inline(self) -> bool:
+        """True when the receiving task may read the socket itself instead of parking."""
+        return (
             self._raw is not None
             and self._recv_task is None
             and not self._inline_reader
             and (self._reader_active or (self._nursery is not None and not self._initial))
-        ):
+        )
+
+    async def _await_more(self) -> None:
+        """Wait until the queue has something: read inline when we can, else park."""
+        if self._can_read_inline():
             await self._read_inline()
         else:
             await self._wait_for_data()
@@ -585,14 +579,38 @@ class WebSocketConnection:
             return closed_exception(1006, "")
         return closed_exception(self.close_code, self.close_reason or "")
 
-    async def _maybe_yield(self) -> None:
-        self._ops += 1
-        if self._ops % _YIELD_EVERY:
-            await trio.lowlevel.checkpoint_if_cancelled()
-        else:
-            await trio.lowlevel.checkpoint()
+    def _yield_point(self) -> Coroutine[Any, Any, None]:
+        """The checkpoint to await after an operation that did not block.
+
+        A cancellation check every time, a full scheduler yield every _YIELD_EVERY
+        operations (fairness without a context switch per message). Returns the
+        coroutine instead of being one, so the hot paths pay no extra frame.
+        """
+        ops = self._ops = self._ops + 1
+        if ops % _YIELD_EVERY:
+            return _checkpoint_if_cancelled()
+        return _checkpoint()
 
     # ------------------------------------------------------------------ internals: writing
+
+    def _send_now(self, data: bytes | bytearray | memoryview) -> int:
+        """One non-blocking send on the raw socket.
+
+        Returns the bytes written (0 when the kernel buffer is full), or -1 after a
+        socket error, in which case the connection has been aborted with 1006.
+        """
+        assert self._raw is not None
+        try:
+            sent: int = self._raw.send(data)
+        except BlockingIOError:
+            return 0
+        except OSError:
+            self._abort(1006, "")
+            return -1
+        if sent:
+            self._n_writes += 1
+            self._n_bytes_out += sent
+        return sent
 
     async def _write(self, data: bytes) -> None:
         raw = self._raw
@@ -603,23 +621,12 @@ class WebSocketConnection:
             await trio.lowlevel.checkpoint()
             raise self._closed_exc()
         if not self._flushing and not self._out:
-            try:
-                sent = raw.send(data)
-            except BlockingIOError:
-                sent = 0
-            except OSError:
-                self._abort(1006, "")
+            sent = self._send_now(data)
+            if sent < 0:
                 await trio.lowlevel.checkpoint()
-                raise self._closed_exc() from None
-            self._n_writes += 1
-            self._n_bytes_out += sent
+                raise self._closed_exc()
             if sent == len(data):
-                # (_maybe_yield, inlined: no coroutine object per message)
-                ops = self._ops = self._ops + 1
-                if ops % _YIELD_EVERY:
-                    await _checkpoint_if_cancelled()
-                else:
-                    await _checkpoint()
+                await self._yield_point()
                 return
             self._out += memoryview(data)[sent:]
             await self._flush_raw()
@@ -629,26 +636,16 @@ class WebSocketConnection:
             out = self._out
             out += data
             self._deferred = False
-            try:
-                sent = raw.send(out)
-            except BlockingIOError:
-                sent = 0
-            except OSError:
-                self._abort(1006, "")
+            sent = self._send_now(out)
+            if sent < 0:
                 await trio.lowlevel.checkpoint()
-                raise self._closed_exc() from None
+                raise self._closed_exc()
             if sent:
-                self._n_writes += 1
-                self._n_bytes_out += sent
                 del out[:sent]
             if out:
                 await self._flush_raw()
                 return
-            ops = self._ops = self._ops + 1
-            if ops % _YIELD_EVERY:
-                await _checkpoint_if_cancelled()
-            else:
-                await _checkpoint()
+            await self._yield_point()
             return
         # Someone else is flushing: wait for room (bounded buffer), then queue behind them.
         while self._flushing and len(self._out) > self.limits.write_high and not self._transport_closed:
@@ -658,7 +655,7 @@ class WebSocketConnection:
         self._out += data
         self._deferred = False
         if self._flushing:
-            await self._maybe_yield()
+            await self._yield_point()
         else:
             await self._flush_raw()
 
@@ -670,16 +667,10 @@ class WebSocketConnection:
         try:
             out = self._out
             while out:
-                try:
-                    sent = raw.send(out)
-                except BlockingIOError:
-                    sent = 0
-                except OSError:
-                    self._abort(1006, "")
-                    raise self._closed_exc() from None
+                sent = self._send_now(out)
+                if sent < 0:
+                    raise self._closed_exc()
                 if sent:
-                    self._n_writes += 1
-                    self._n_bytes_out += sent
                     del out[:sent]
                     if len(out) <= self.limits.write_low and self._drain_lot_ is not None:
                         self._drain_lot_.unpark_all()
@@ -720,16 +711,10 @@ class WebSocketConnection:
         raw = self._raw
         if not out or self._flushing or self._transport_closed or raw is None:
             return
-        try:
-            sent = raw.send(out)
-        except BlockingIOError:
-            sent = 0
-        except OSError:
-            self._abort(1006, "")
+        sent = self._send_now(out)
+        if sent < 0:
             return
         if sent:
-            self._n_writes += 1
-            self._n_bytes_out += sent
             del out[:sent]
         if out:
             self._ensure_flusher()
@@ -761,15 +746,9 @@ class WebSocketConnection:
             return True
         raw = self._raw
         if raw is not None and not self._flushing and not self._out:
-            try:
-                sent = raw.send(frame)
-            except BlockingIOError:
-                sent = 0
-            except OSError:
-                self._abort(1006, "")
+            sent = self._send_now(frame)
+            if sent < 0:
                 return True
-            self._n_writes += 1
-            self._n_bytes_out += sent
             self._n_msg_out += 1
             if sent == len(frame):
                 return True
@@ -1127,15 +1106,9 @@ class WebSocketConnection:
             return
         raw = self._raw
         if raw is not None and not self._flushing and not self._out:
-            try:
-                sent = raw.send(frame)
-            except BlockingIOError:
-                sent = 0
-            except OSError:
-                self._abort(1006, "")
+            sent = self._send_now(frame)
+            if sent < 0:
                 return
-            self._n_writes += 1
-            self._n_bytes_out += sent
             if sent == len(frame):
                 return
             self._out += memoryview(frame)[sent:]
