@@ -9,7 +9,7 @@ setup_python_env() {
     python3 -m venv "$VENV"
   fi
   "$PY" -m pip install -q --upgrade pip setuptools wheel "Cython>=3.1"
-  VOLLEYIO_REQUIRE_EXTENSIONS=1 "$PY" -m pip install -q --no-build-isolation -e ".[test]"
+  VOLLEYIO_REQUIRE_EXTENSIONS=1 "$PY" -m pip install -q --no-build-isolation -e ".[test,interop]"
 }
 
 # Real peers for the interop tests: Node packages and headless Chromium.
