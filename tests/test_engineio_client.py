@@ -93,6 +93,96 @@ def test_post_batches_up_to_max_payload() -> None:
     assert second is not None and second.body == b"4" + b"x" * 400
 
 
+def test_post_batches_at_most_16_packets() -> None:
+    """python-engineio refuses payloads of more than 16 packets."""
+    client = opened_client()
+    for i in range(40):
+        client.send(f"m{i}")
+    sizes = []
+    while (request := client.post_request()) is not None:
+        sizes.append(request.body.count(b"\x1e") + 1)
+        client.post_response(200, T0)
+    assert sizes == [16, 16, 8]
+    assert client.buffered_amount == 0
+
+
+def test_post_batch_size_counts_base64() -> None:
+    client = opened_client()  # maxPayload 1000: 600 bytes is 801 characters of base64
+    client.send(b"\x00" * 600)
+    client.send("y" * 300)
+    assert client.buffered_amount == 900
+    first = client.post_request()
+    assert first is not None and len(first.body) == 801 and client.buffered_amount == 300
+    client.post_response(200, T0)
+    second = client.post_request()
+    assert second is not None and second.body == b"4" + b"y" * 300
+
+
+def test_websocket_that_never_opens_fails_the_upgrade() -> None:
+    client = opened_client()
+    assert client.should_upgrade
+    client.websocket_closed(T0)
+    assert client.upgrade_state == "failed" and not client.should_upgrade
+    assert client.is_open and client.transport == "polling"
+    assert client.poll_request() is not None
+
+
+def test_upgrade_abandoned_while_paused_resumes_polling_in_order() -> None:
+    client = opened_client()
+    client.take_events()
+    assert client.poll_request() is not None
+    client.websocket_opened(T0)
+    client.take_websocket_outgoing()
+    client.websocket_message("3probe", T0)
+    client.send("a")
+    assert client.upgrade_state == "pausing" and client.post_request() is None
+    client.fail_upgrade()  # e.g. the GET never came back in time
+    assert client.take_websocket_outgoing() == ([], True)
+    client.send("b")
+    post = client.post_request()
+    assert post is not None and post.body == b"4a\x1e4b"
+    client.poll_response(200, b"6", T0)
+    assert client.transport == "polling" and client.poll_request() is not None
+    assert client.take_events() == []
+
+
+def test_close_while_pausing_flushes_over_polling() -> None:
+    client = opened_client()
+    assert client.poll_request() is not None  # keeps the client pausing
+    client.websocket_opened(T0)
+    client.take_websocket_outgoing()
+    client.websocket_message("3probe", T0)
+    client.send("last")
+    client.close()
+    assert client.take_websocket_outgoing() == ([], True)
+    post = client.post_request()
+    assert post is not None and post.body == b"4last\x1e1"
+
+
+def test_probe_websocket_lost_while_pausing_keeps_polling() -> None:
+    client = opened_client()
+    assert client.poll_request() is not None
+    client.websocket_opened(T0)
+    client.take_websocket_outgoing()
+    client.websocket_message("3probe", T0)
+    client.take_events()
+    client.websocket_closed(T0)
+    assert client.is_open and client.upgrade_state == "failed" and client.transport == "polling"
+    client.poll_response(200, b"6", T0)
+    assert client.poll_request() is not None
+
+
+def test_websocket_lost_after_upgrade_is_transport_close() -> None:
+    client = opened_client()
+    client.websocket_opened(T0)
+    client.take_websocket_outgoing()
+    client.websocket_message("3probe", T0)  # nothing in flight: the upgrade completes
+    assert client.transport == "websocket"
+    client.take_events()
+    client.websocket_closed(T0)
+    assert client.take_events() == [ClientClosed("transport close", "websocket closed")]
+
+
 def test_ping_answered_with_pong_and_deadline_rearmed() -> None:
     client = opened_client()
     assert client.next_deadline() == pytest.approx(T0 + 0.5)
@@ -229,9 +319,10 @@ def test_client_and_server_full_session_with_upgrade() -> None:
             frames, _ = client.take_websocket_outgoing()
             for frame in frames:
                 channel.receive(frame, T0 + 0.32)
-            frames, _ = channel.take_outgoing()
-            for frame in frames:
-                client.websocket_message(frame, T0 + 0.32)
+            server_frames, _ = channel.take_outgoing()
+            for server_frame in server_frames:
+                assert isinstance(server_frame, (str, bytes))  # no PreparedPacket was sent
+                client.websocket_message(server_frame, T0 + 0.32)
 
     # the parked GET already holds the buffered message
     first = server.poll_ready(sid, T0 + 0.31)

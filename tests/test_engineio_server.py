@@ -444,6 +444,33 @@ def test_missing_pong_is_ping_timeout() -> None:
     assert server.next_deadline() is None
 
 
+def test_other_packets_extend_the_pong_deadline_once_per_ping() -> None:
+    """Node (Socket.onPacket): while a pong is awaited, the first other packet refreshes
+    the ping timeout once; the client must still answer eventually."""
+    server = EngineIOServer(ServerConfig(ping_interval_ms=300, ping_timeout_ms=200))
+    sid = handshake(server)
+    server.take_events()
+    server.handle_timers(T0 + 0.3)  # ping sent, pong due at +0.5
+    assert post(server, sid, b"4busy", T0 + 0.45).status == 200
+    assert post(server, sid, b"4more", T0 + 0.6).status == 200  # not extended again
+    server.handle_timers(T0 + 0.64)
+    assert server.session(sid) is not None  # deadline moved to +0.65 by "4busy"
+    server.handle_timers(T0 + 0.66)
+    events = server.take_events()
+    assert events[-1] == Disconnected(sid, DisconnectReason.PING_TIMEOUT, "")
+    # With the pong, the next ping gets its own refresh.
+    sid = handshake(server, T0 + 1)
+    server.handle_timers(T0 + 1.3)
+    assert post(server, sid, b"4a" + b"\x1e" + b"4b", T0 + 1.45).status == 200
+    assert post(server, sid, b"3", T0 + 1.6).status == 200  # the pong, before +1.65
+    server.handle_timers(T0 + 1.9)  # next ping; pong due at +2.1
+    assert post(server, sid, b"4c", T0 + 2.05).status == 200
+    server.handle_timers(T0 + 2.2)
+    assert server.session(sid) is not None
+    server.handle_timers(T0 + 2.26)
+    assert server.session(sid) is None
+
+
 def test_client_ping_is_protocol_error_in_v4(server: EngineIOServer) -> None:
     sid = handshake(server)
     server.take_events()

@@ -440,3 +440,32 @@ def test_ack_round_trip(args: list[Any], ack_id: int) -> None:
     for message in wire:
         result = decoder.receive(message)
     assert result is not None and result.data == args and result.id == ack_id
+
+
+# ------------------------------------------------------------------ JSON fast paths
+
+
+def test_payload_with_surrounding_whitespace_decodes_like_json_parse() -> None:
+    # JSON.parse accepts whitespace around the value; the fast scanner path falls back.
+    assert decode('2 ["a",1] \n').data == ["a", 1]
+    assert decode('3 \t[]').data == []
+
+
+@pytest.mark.parametrize("text", ['2["a"] x', '2["a"]]', '2["a",', "2[1,2", '2["a"]["b"]'])
+def test_trailing_or_missing_json_is_refused(text: str) -> None:
+    with pytest.raises(SocketIODecodeError):
+        Decoder().receive(text)
+
+
+def test_unencodable_data_raises_encode_errors() -> None:
+    cyclic: list[Any] = []
+    cyclic.append(cyclic)
+    for data in (cyclic, {"k": object()}, {"k": {1, 2}}, [float("inf")]):
+        with pytest.raises(SocketIOEncodeError):
+            encode_packet(Packet(PacketType.EVENT, "/", ["e", data]))
+
+
+def test_encoding_matches_compact_json_dumps() -> None:
+    data = ["e", {"b": [1.5, None, True, False], "a": "é\u2028"}, 10**20, -0.0, "\x00\"\\"]
+    expected = json.dumps(data, separators=(",", ":"), ensure_ascii=False)
+    assert encode_packet(Packet(PacketType.EVENT, "/chat", data, 7)) == ["2/chat,7" + expected]

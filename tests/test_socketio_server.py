@@ -141,9 +141,10 @@ def test_deferred_auth_accept() -> None:
     server.engineio_connected("E1", T0)
     server.engineio_message("E1", '0/admin,{"t":1}', T0)
     assert transport.take("E1") == []
-    assert server.take_events() == [ConnectRequested("E1", "/admin", {"t": 1})]
+    (requested,) = server.take_events()
+    assert requested == ConnectRequested("E1", "/admin", {"t": 1}, requested.sid)  # type: ignore[union-attr]
     sid = server.accept_connect("E1", "/admin")
-    assert sid is not None
+    assert sid is not None and sid == requested.sid  # type: ignore[union-attr]
     assert transport.take("E1") == ['0/admin,{"sid":"' + sid + '"}']
     assert server.take_events() == [SocketConnected(sid, "/admin", "E1", {"t": 1})]
     assert server.accept_connect("E1", "/admin") is None  # already decided
@@ -524,3 +525,125 @@ def test_over_engineio_binary_event_in_polling_payload() -> None:
     args: list[Any] = event.args  # type: ignore[union-attr]
     sio_server.emit(connected.sid, "down", *args)
     assert _poll(eio_server, sid) == b'451-["down",{"_placeholder":true,"num":0}]\x1ebAQID'
+
+
+# ------------------------------------------------------------------ deferred connects, broadcast acks, resolver
+
+
+def _deferred(server: SocketIOServer, transport: FakeTransport, nsp: str = "/admin") -> ConnectRequested:
+    server.engineio_connected("E1", T0)
+    server.engineio_message("E1", f"0{nsp},", T0)
+    assert transport.take("E1") == []
+    (requested,) = server.take_events()
+    assert isinstance(requested, ConnectRequested) and requested.sid
+    return requested
+
+
+def test_messages_to_a_pending_socket_are_held_until_accepted() -> None:
+    server, transport = make(admin=NamespaceConfig(authorize=lambda a: DEFER))
+    requested = _deferred(server, transport)
+    sid = requested.sid
+    server.join(sid, "team")
+    server.emit(sid, "welcome", 1)
+    server.emit(sid, "flash", volatile=True)  # cannot be delivered now: dropped
+    server.broadcast("/admin", "news", rooms=["team"])
+    server.disconnect(sid)  # not connected yet: refuse_connect is the way to say no
+    assert transport.take("E1") == []
+    assert server.accept_connect("E1", "/admin") == sid
+    assert transport.take("E1") == ['0/admin,{"sid":"' + sid + '"}', '2/admin,["welcome",1]', '2/admin,["news"]']
+    server.emit(sid, "after")
+    assert transport.take("E1") == ['2/admin,["after"]']
+    assert server.rooms(sid) == {sid, "team"}
+
+
+def test_refused_pending_socket_leaves_no_trace() -> None:
+    server, transport = make(admin=NamespaceConfig(authorize=lambda a: DEFER))
+    requested = _deferred(server, transport)
+    server.join(requested.sid, "team")
+    server.emit(requested.sid, "never")
+    server.refuse_connect("E1", "/admin", ConnectRefused("no"))
+    assert transport.take("E1") == ['4/admin,{"message":"no"}']
+    assert server.adapter.members("/admin", "team") == frozenset()
+    assert server.socket_info(requested.sid) is None
+    assert server.take_events() == []
+
+
+def test_pending_socket_dropped_with_its_connection() -> None:
+    server, transport = make(admin=NamespaceConfig(authorize=lambda a: DEFER))
+    requested = _deferred(server, transport)
+    server.join(requested.sid, "team")
+    server.engineio_disconnected("E1", "transport close")
+    assert server.adapter.members("/admin", "team") == frozenset()
+    assert server.accept_connect("E1", "/admin") is None
+    assert server.take_events() == []  # it never connected: no SocketDisconnected
+
+
+def test_ack_ids_are_counted_per_namespace() -> None:
+    server, transport = make(custom=NamespaceConfig())
+    a = connect(server, transport, "E1")
+    b = connect(server, transport, "E2")
+    c = connect(server, transport, "E3", nsp="/custom")
+    assert [server.emit(a, "x", with_ack=True), server.emit(b, "x", with_ack=True)] == [0, 1]
+    assert server.emit(c, "x", with_ack=True) == 0
+
+
+def test_broadcast_with_ack_one_id_one_encoding() -> None:
+    transport = FakeTransport()
+
+    class Prepared:
+        def __init__(self, data: str | bytes) -> None:
+            self.data = data
+
+    server = SocketIOServer(transport, prepare=Prepared)
+    sids = [connect(server, transport, f"E{i}") for i in range(3)]
+    transport.sent.clear()
+    server.take_events()
+    ack_id, targets = server.broadcast_with_ack("/", "poll", b"\x01", except_sids=[sids[2]])
+    assert sorted(targets) == sorted(sids[:2])
+    first, second = (transport.take(f"E{i}") for i in range(2))
+    assert transport.take("E2") == []
+    assert all(x is y for x, y in zip(first, second))  # the same prepared objects for both
+    assert [m.data for m in first] == [f'51-{ack_id}["poll",{{"_placeholder":true,"num":0}}]', b"\x01"]  # type: ignore[attr-defined]
+    server.engineio_message("E0", f'3{ack_id}["yes"]', T0)
+    server.cancel_ack(sids[1], ack_id)
+    server.engineio_message("E1", f'3{ack_id}["late"]', T0)
+    assert server.take_events() == [AckReceived(sids[0], "/", ack_id, ["yes"])]
+
+
+def test_namespace_resolver_for_dynamic_namespaces() -> None:
+    transport = FakeTransport()
+    server = SocketIOServer(
+        transport,
+        SocketIOConfig(namespaces={}),
+        namespace_resolver=lambda name: NamespaceConfig() if name.startswith("/dyn-") else None,
+    )
+    server.engineio_connected("E1", T0)
+    server.engineio_message("E1", "0/dyn-7,", T0)
+    (reply,) = transport.take("E1")
+    assert isinstance(reply, str) and reply.startswith('0/dyn-7,{"sid":')
+    server.engineio_message("E1", "0/other,", T0)
+    assert transport.take("E1") == ['4/other,{"message":"Invalid namespace"}']
+    server.engineio_message("E1", "0", T0)  # "/" is not special: it was not declared
+    assert transport.take("E1") == ['4{"message":"Invalid namespace"}']
+
+
+def test_deliver_broadcast_from_another_node_reaches_local_targets_only() -> None:
+    published: list[tuple[Any, BroadcastOptions]] = []
+
+    class Recording(InMemoryAdapter):
+        def broadcast(self, messages: Any, options: BroadcastOptions, deliver: Any) -> int:
+            published.append((messages, options))
+            return super().broadcast(messages, options, deliver)
+
+    transport = FakeTransport()
+    server = SocketIOServer(transport, adapter=Recording())
+    a = connect(server, transport, "E1")
+    connect(server, transport, "E2")
+    server.join(a, "red")
+    server.broadcast("/", "hi", rooms=["red"])
+    assert transport.take("E1") == ['2["hi"]'] and transport.take("E2") == []
+    (messages, options), = published
+    # The same encoded messages arriving from the broker: delivered, not published again.
+    assert server.deliver_broadcast(messages, options) == 1
+    assert transport.take("E1") == ['2["hi"]'] and transport.take("E2") == []
+    assert len(published) == 1

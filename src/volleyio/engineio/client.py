@@ -20,8 +20,16 @@ report ``websocket_opened``; the client sends ``2probe``, waits for ``3probe``, 
 starting GETs/POSTs, waits for the in-flight ones to finish (the server answers the
 GET with a noop), then sends ``5`` and moves the buffer to the WebSocket.
 
+If the WebSocket cannot be opened, closes, or the probe times out (the I/O layer
+calls ``fail_upgrade``), the client stays on polling and resumes it: nothing buffered is
+lost, because packets only leave the buffer once the upgrade is done.
+
 Heartbeat: the server pings; the client answers ``3`` and closes with "ping timeout"
 if no ping arrives within ``pingInterval + pingTimeout`` (``next_deadline``).
+
+POST batches hold at most ``maxPayload`` bytes (the JS client's rule) and at most 16
+packets: python-engineio refuses a payload of more than 16 packets ("Too many packets
+in payload"), so a bigger batch would kill the session against a python server.
 """
 
 from __future__ import annotations
@@ -34,6 +42,7 @@ from dataclasses import dataclass, field
 from typing import Any, Union
 
 from .packets import (
+    MAX_PACKETS_PER_PAYLOAD,
     EngineIOParseError,
     Packet,
     PacketType,
@@ -125,6 +134,7 @@ class EngineIOClient:
         self._state = _State.OPENING
         self._upgrade = _Upgrade.NONE
         self._outgoing: deque[Packet] = deque()
+        self._outgoing_bytes = 0
         self._ws_frames: deque[str | bytes] = deque()
         self._ws_close = False
         self._get_in_flight = False
@@ -146,6 +156,16 @@ class EngineIOClient:
     @property
     def closed(self) -> bool:
         return self._state is _State.CLOSED
+
+    @property
+    def upgrade_state(self) -> str:
+        """"none", "probing", "pausing", "done" or "failed"."""
+        return self._upgrade.value
+
+    @property
+    def buffered_amount(self) -> int:
+        """Approximate payload bytes queued and not yet handed to a request/frame."""
+        return self._outgoing_bytes
 
     def set_waker(self, waker: Callable[[], None] | None) -> None:
         self._waker = waker
@@ -208,12 +228,12 @@ class EngineIOClient:
             return None
         batch: list[Packet] = []
         size = 0
-        while self._outgoing:
+        while self._outgoing and len(batch) < MAX_PACKETS_PER_PAYLOAD:
             packet = self._outgoing[0]
-            packet_size = len(packet.data) + 2
+            packet_size = _payload_size(packet) + (1 if batch else 0)
             if batch and size + packet_size > self.max_payload:
                 break
-            batch.append(self._outgoing.popleft())
+            batch.append(self._pop_outgoing())
             size += packet_size
         payload, _ = encode_payload(batch, max_packets=None)
         self._post_in_flight = True
@@ -303,24 +323,36 @@ class EngineIOClient:
         """``(frames to send, close the WebSocket afterwards)``."""
         if self.transport == "websocket":
             while self._outgoing:
-                self._ws_frames.append(encode_websocket_frame(self._outgoing.popleft()))
+                self._ws_frames.append(encode_websocket_frame(self._pop_outgoing()))
         frames = list(self._ws_frames)
         self._ws_frames.clear()
         close = self._ws_close or (self._state is _State.CLOSED and self.transport == "websocket")
         return frames, close
 
     def websocket_closed(self, now: float) -> None:
+        """The WebSocket closed, or could not be opened at all."""
         if self.transport == "websocket":
             if self._state is not _State.CLOSED:
                 self._close("transport close", "websocket closed")
-        elif self._upgrade in (_Upgrade.PROBING, _Upgrade.PAUSING):
+        elif self._upgrade in (_Upgrade.NONE, _Upgrade.PROBING, _Upgrade.PAUSING) and self.sid is not None:
+            self._fail_upgrade()
+
+    def fail_upgrade(self) -> None:
+        """Give up the upgrade (e.g. the probe timed out): stay on polling."""
+        if self.transport == "polling" and self._upgrade is not _Upgrade.FAILED:
             self._fail_upgrade()
 
     # ------------------------------------------------------------------ internals
 
     def _queue(self, packet: Packet) -> None:
         self._outgoing.append(packet)
+        self._outgoing_bytes += len(packet.data)
         self._wake()
+
+    def _pop_outgoing(self) -> Packet:
+        packet = self._outgoing.popleft()
+        self._outgoing_bytes -= len(packet.data)
+        return packet
 
     def _wake(self) -> None:
         if self._waker is not None:
@@ -399,7 +431,17 @@ class EngineIOClient:
         self._ping_deadline = None
         if not keep_outgoing:
             self._outgoing.clear()
+            self._outgoing_bytes = 0
         if self._upgrade in (_Upgrade.PROBING, _Upgrade.PAUSING):
+            # The final packets (ending with ``1``) go out on the transport still in use.
+            self._upgrade = _Upgrade.FAILED
             self._ws_close = True
         self._events.append(ClientClosed(reason, description))
         self._wake()
+
+
+def _payload_size(packet: Packet) -> int:
+    """Bytes the packet takes in a polling payload (without the separator)."""
+    if isinstance(packet.data, str):
+        return 1 + len(packet.data.encode("utf-8"))
+    return 1 + 4 * ((len(packet.data) + 2) // 3)

@@ -26,6 +26,7 @@ __all__ = [
     "EngineIOParseError",
     "Packet",
     "PacketType",
+    "PreparedPacket",
     "decode_payload",
     "decode_websocket_frame",
     "encode_payload",
@@ -71,6 +72,42 @@ class Packet:
         return not isinstance(self.data, str)
 
 
+class PreparedPacket:
+    """A message encoded once for many sessions (broadcast).
+
+    Pass it to ``Session.send`` / ``EngineIOServer.send`` instead of ``str``/``bytes``.
+    It holds the message ``data``, its WebSocket message (``websocket_message``: the
+    ``4``-prefixed text, or the raw bytes of a binary message) and its polling payload
+    entry (built on first use, then shared). ``frame_cache`` is a slot for the I/O layer:
+    it may keep the encoded WebSocket frame there so that every receiver gets the same
+    bytes. Instances are immutable apart from those caches.
+    """
+
+    __slots__ = ("data", "packet", "websocket_message", "_payload_entry", "frame_cache")
+
+    def __init__(self, data: str | bytes | bytearray | memoryview) -> None:
+        value: str | bytes = data if isinstance(data, str) else bytes(data)
+        self.data = value
+        self.packet = Packet(PacketType.MESSAGE, value)
+        self.websocket_message: str | bytes = encode_websocket_frame(self.packet)
+        self._payload_entry: str | None = None
+        self.frame_cache: object = None
+
+    @property
+    def payload_entry(self) -> str:
+        """The packet as one entry of a polling payload (``4text`` or ``b<base64>``)."""
+        entry = self._payload_entry
+        if entry is None:
+            entry = self._payload_entry = _encode_payload_entry(self.packet)
+        return entry
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def __repr__(self) -> str:
+        return f"PreparedPacket({self.data!r:.60})"
+
+
 def _decode_text_packet(text: str) -> Packet:
     if not text:
         raise EngineIOParseError("empty packet")
@@ -101,8 +138,8 @@ def _encode_payload_entry(packet: Packet) -> str:
 
 
 def encode_payload(
-    packets: Iterable[Packet], max_packets: int | None = MAX_PACKETS_PER_PAYLOAD
-) -> tuple[str, list[Packet]]:
+    packets: Iterable[Packet | PreparedPacket], max_packets: int | None = MAX_PACKETS_PER_PAYLOAD
+) -> tuple[str, list[Packet | PreparedPacket]]:
     """Join packets into one polling payload.
 
     Returns ``(payload, leftover)``: at most ``max_packets`` packets are encoded (``None``
@@ -116,7 +153,12 @@ def encode_payload(
         pending, leftover = pending[:max_packets], pending[max_packets:]
     else:
         leftover = []
-    return RECORD_SEPARATOR.join(_encode_payload_entry(p) for p in pending), leftover
+    return (
+        RECORD_SEPARATOR.join(
+            p.payload_entry if isinstance(p, PreparedPacket) else _encode_payload_entry(p) for p in pending
+        ),
+        leftover,
+    )
 
 
 def decode_payload(body: str | bytes) -> list[Packet]:

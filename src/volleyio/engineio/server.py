@@ -22,7 +22,10 @@ How an I/O layer drives it
      ``close_immediately`` is set, close the new WebSocket right away (Node accepts then
      closes a second WebSocket for a sid that is upgrading or upgraded) and never touch
      ``channel``. Otherwise feed every received message to ``channel.receive`` and send
-     what ``channel.take_outgoing()`` returns whenever the channel waker fires.
+     what ``channel.take_outgoing()`` returns whenever the channel waker fires. An
+     outgoing item is ``str`` (text frame), ``bytes`` (binary frame) or a
+     :class:`PreparedPacket` (send its ``websocket_message``; the same frame bytes may be
+     reused for every receiver through its ``frame_cache``).
    * :class:`RefuseWebSocket` - write ``raw_response()`` on the socket and close it.
 
 2. Timers: sleep until :meth:`EngineIOServer.next_deadline` (or until woken because a
@@ -66,6 +69,7 @@ from .packets import (
     EngineIOParseError,
     Packet,
     PacketType,
+    PreparedPacket,
     decode_payload,
     decode_websocket_frame,
     encode_payload,
@@ -85,6 +89,7 @@ __all__ = [
     "HttpResponse",
     "MessageReceived",
     "PollParked",
+    "PreparedPacket",
     "ReadBody",
     "RefuseWebSocket",
     "ServerConfig",
@@ -93,7 +98,10 @@ __all__ = [
     "WebSocketChannel",
 ]
 
-Waker = Callable[[], None]
+# A waker's return value is ignored (``ParkingLot.unpark_all`` and ``Event.set`` both fit).
+Waker = Callable[[], object]
+#: What a session can send: a message, or a message encoded once for many sessions.
+Message = Union[str, bytes, PreparedPacket]
 
 
 class ErrorCode(enum.IntEnum):
@@ -312,10 +320,13 @@ class _Upgrade(enum.Enum):
 class WebSocketChannel:
     """One accepted WebSocket of a session (its main transport, or an upgrade probe)."""
 
+    __slots__ = ("_server", "_session", "_frames", "closing", "lost", "_waker", "__weakref__")
+
     def __init__(self, server: EngineIOServer, session: Session) -> None:
         self._server = server
         self._session = session
-        self._frames: deque[str | bytes] = deque()
+        # Only the probe's "3probe" waits here; the session's packets are taken directly.
+        self._frames: list[str | bytes | PreparedPacket] = []
         self.closing = False
         self.lost = False
         self._waker: Waker | None = None
@@ -338,17 +349,22 @@ class WebSocketChannel:
             return
         self._server._websocket_message(self, message, now)
 
-    def take_outgoing(self) -> tuple[list[str | bytes], bool]:
-        """Return ``(messages to send, close after sending them)``."""
+    def take_outgoing(self) -> tuple[list[str | bytes | PreparedPacket], bool]:
+        """Return ``(messages to send, close after sending them)``.
+
+        A :class:`PreparedPacket` stands for its ``websocket_message``.
+        """
         session = self._session
+        frames: list[str | bytes | PreparedPacket] = []
+        if self._frames:
+            frames, self._frames = self._frames, frames
         if session._websocket is self and session.transport == "websocket":
             while session._outgoing:
-                self._frames.append(encode_websocket_frame(session._pop_packet()))
+                packet = session._pop_packet()
+                frames.append(packet if isinstance(packet, PreparedPacket) else encode_websocket_frame(packet))
             if session._state is not _State.OPEN:
                 self.closing = True
                 self._server._finish_closing(session)
-        frames = list(self._frames)
-        self._frames.clear()
         return frames, self.closing
 
     def connection_lost(self, now: float, reason: DisconnectReason = DisconnectReason.TRANSPORT_CLOSE) -> None:
@@ -362,16 +378,29 @@ class WebSocketChannel:
 class Session:
     """One Engine.IO session, as the application sees it."""
 
+    __slots__ = (
+        "_server", "sid", "transport", "_state", "_outgoing", "_buffered", "_get_parked", "_post_pending",
+        "_poll_waker", "_poll_headers", "_post_headers", "_poll_override", "_websocket", "_upgrade",
+        "_upgrade_deadline", "_ping_due", "_pong_deadline", "_pong_deadline_refreshed", "_closing_deadline",
+        "created_at",
+        "_n_packets_in", "_n_packets_out", "_n_messages_in", "_n_messages_out", "_n_bytes_in", "__weakref__",
+    )
+
     def __init__(self, server: EngineIOServer, sid: str, transport: str, now: float) -> None:
         self._server = server
         self.sid = sid
         self.transport = transport
         self._state = _State.OPEN
-        self._outgoing: deque[Packet] = deque()
+        # None while empty: an idle session holds no deque (see _push/_pop_packet).
+        self._outgoing: deque[Packet | PreparedPacket] | None = None
         self._buffered = 0
         self._get_parked = False
         self._post_pending = False
         self._poll_waker: Waker | None = None
+        # CORS headers of the parked GET / pending POST: their answers come later, from
+        # poll_ready / post_body, and need them too.
+        self._poll_headers: tuple[tuple[str, str], ...] = ()
+        self._post_headers: tuple[tuple[str, str], ...] = ()
         # The parked GET must be answered with this packet instead of the buffer
         # (``1`` after an error close, ``6`` after a client close or during an upgrade).
         self._poll_override: PacketType | None = None
@@ -381,9 +410,15 @@ class Session:
         config = server.config
         self._ping_due: float | None = now + config.ping_interval_ms / 1000
         self._pong_deadline: float | None = None
+        # The pong deadline was extended once by another packet (Node's hasRefreshedPingTimeout).
+        self._pong_deadline_refreshed = False
         self._closing_deadline: float | None = None
         self.created_at = now
-        self._stats = {"packets_in": 0, "packets_out": 0, "messages_in": 0, "messages_out": 0, "bytes_in": 0}
+        self._n_packets_in = 0
+        self._n_packets_out = 0
+        self._n_messages_in = 0
+        self._n_messages_out = 0
+        self._n_bytes_in = 0
 
     # -- application API
 
@@ -408,8 +443,11 @@ class Session:
     def buffered_amount(self) -> int:
         return self._buffered
 
-    def send(self, data: str | bytes, *, volatile: bool = False) -> bool:
-        """Queue one message. Returns ``False`` if it was dropped (see module docs)."""
+    def send(self, data: Message, *, volatile: bool = False) -> bool:
+        """Queue one message. Returns ``False`` if it was dropped (see module docs).
+
+        ``data`` may be a :class:`PreparedPacket` shared with other sessions (broadcast).
+        """
         if self._state is not _State.OPEN:
             return False
         if volatile and not self.writable:
@@ -418,8 +456,11 @@ class Session:
         if self._buffered + size > self._server.config.max_buffered_bytes:
             self._server._close(self, DisconnectReason.SLOW_CONSUMER, "outgoing buffer full", None)
             return False
-        self._stats["messages_out"] += 1
-        self._push(Packet(PacketType.MESSAGE, bytes(data) if not isinstance(data, str) else data))
+        self._n_messages_out += 1
+        if isinstance(data, PreparedPacket):
+            self._push(data)
+        else:
+            self._push(Packet(PacketType.MESSAGE, bytes(data) if not isinstance(data, str) else data))
         return True
 
     def close(self, now: float) -> None:
@@ -434,22 +475,33 @@ class Session:
             "transport": self.transport,
             "open": self.is_open,
             "upgrading": self.upgrading,
-            "buffered_packets": len(self._outgoing),
+            "buffered_packets": len(self._outgoing) if self._outgoing else 0,
             "buffered_bytes": self._buffered,
-            **self._stats,
+            "packets_in": self._n_packets_in,
+            "packets_out": self._n_packets_out,
+            "messages_in": self._n_messages_in,
+            "messages_out": self._n_messages_out,
+            "bytes_in": self._n_bytes_in,
         }
 
     # -- internals
 
-    def _push(self, packet: Packet) -> None:
-        self._outgoing.append(packet)
+    def _push(self, packet: Packet | PreparedPacket) -> None:
+        outgoing = self._outgoing
+        if outgoing is None:
+            outgoing = self._outgoing = deque()
+        outgoing.append(packet)
         self._buffered += len(packet.data)
         self._wake()
 
-    def _pop_packet(self) -> Packet:
-        packet = self._outgoing.popleft()
+    def _pop_packet(self) -> Packet | PreparedPacket:
+        outgoing = self._outgoing
+        assert outgoing is not None
+        packet = outgoing.popleft()
+        if not outgoing:
+            self._outgoing = None
         self._buffered -= len(packet.data)
-        self._stats["packets_out"] += 1
+        self._n_packets_out += 1
         return packet
 
     def _wake(self) -> None:
@@ -502,7 +554,7 @@ class EngineIOServer:
         # Sessions whose GET is parked, including closed ones whose GET still awaits
         # its final ``1``/``6``.
         self._parked: dict[str, Session] = {}
-        self._events: deque[Event] = deque()
+        self._events: list[Event] = []
         self._event_waker: Waker | None = None
         self._timer_waker: Waker | None = None
         self._timer_heap: list[tuple[float, int, Session]] = []
@@ -518,7 +570,7 @@ class EngineIOServer:
     def sessions(self) -> list[Session]:
         return [s for s in self._sessions.values() if s.is_open]
 
-    def send(self, sid: str, data: str | bytes, *, volatile: bool = False) -> bool:
+    def send(self, sid: str, data: Message, *, volatile: bool = False) -> bool:
         session = self.session(sid)
         return session.send(data, volatile=volatile) if session is not None else False
 
@@ -533,9 +585,16 @@ class EngineIOServer:
             session.close(now)
 
     def take_events(self) -> list[Event]:
-        events = list(self._events)
-        self._events.clear()
+        events = self._events
+        if not events:
+            return []
+        self._events = []
         return events
+
+    @property
+    def has_events(self) -> bool:
+        """Whether :meth:`take_events` would return something (a cheap check)."""
+        return bool(self._events)
 
     def set_event_waker(self, waker: Waker | None) -> None:
         self._event_waker = waker
@@ -604,6 +663,7 @@ class EngineIOServer:
         if session._ping_due is not None and session._ping_due <= now and session._state is _State.OPEN:
             session._ping_due = None
             session._pong_deadline = now + self.config.ping_timeout_ms / 1000
+            session._pong_deadline_refreshed = False
             session._push(Packet(PacketType.PING))
         self._schedule(session)
 
@@ -659,7 +719,7 @@ class EngineIOServer:
         del self._parked[sid]
         session._get_parked = False
         session._poll_waker = None
-        return self._poll_response(session, body)
+        return self._poll_response(session, body, session._poll_headers)
 
     def poll_cancelled(self, sid: str, now: float) -> None:
         """The client closed the connection of a parked GET."""
@@ -679,20 +739,21 @@ class EngineIOServer:
         if session is None or not session._post_pending:
             return self._plain_error(400)
         session._post_pending = False
+        cors_headers = session._post_headers
         if session._state is not _State.OPEN:
-            return self._ok_response()
+            return self._ok_response(cors_headers)
         if len(body) > self.config.max_payload:
             return self.post_too_large(sid, now)
         try:
             packets = decode_payload(body)
         except EngineIOParseError as exc:
             self._close(session, DisconnectReason.PARSE_ERROR, str(exc), now)
-            return self._error_response(ErrorCode.BAD_REQUEST, ())
-        session._stats["bytes_in"] += len(body)
+            return self._error_response(ErrorCode.BAD_REQUEST, cors_headers)
+        session._n_bytes_in += len(body)
         for packet in packets:
             if not self._incoming_packet(session, packet, now):
                 break
-        return self._ok_response()
+        return self._ok_response(cors_headers)
 
     def post_too_large(self, sid: str, now: float) -> HttpResponse:
         """The POST body exceeded :attr:`max_body_size`: answer 413 and close the session.
@@ -701,11 +762,13 @@ class EngineIOServer:
         would otherwise silently break ordering (and Socket.IO attachment reassembly).
         """
         session = self._sessions.get(sid)
+        cors_headers: tuple[tuple[str, str], ...] = ()
         if session is not None:
+            cors_headers = session._post_headers
             session._post_pending = False
             if session._state is _State.OPEN:
                 self._close(session, DisconnectReason.MESSAGE_TOO_BIG, "POST body over maxPayload", now)
-        return HttpResponse(413, (("Content-Length", "0"),), b"")
+        return HttpResponse(413, (("Content-Length", "0"),) + cors_headers, b"")
 
     def post_aborted(self, sid: str, now: float) -> None:
         session = self._sessions.get(sid)
@@ -766,6 +829,7 @@ class EngineIOServer:
             if body is not None:
                 return self._poll_response(session, body, cors_headers)
             session._get_parked = True
+            session._poll_headers = cors_headers
             self._parked[session.sid] = session
             return PollParked(session.sid)
         if request.method == "POST":
@@ -777,6 +841,7 @@ class EngineIOServer:
                 self._close(session, DisconnectReason.TRANSPORT_ERROR, "invalid content", now)
                 return self._plain_error(400, cors_headers)
             session._post_pending = True
+            session._post_headers = cors_headers
             return ReadBody(session.sid, self.config.max_payload)
         return self._error(request, ErrorCode.BAD_REQUEST, cors_headers)
 
@@ -794,7 +859,7 @@ class EngineIOServer:
             return str(int(packet_type)).encode("ascii")
         if session._outgoing:
             count = min(len(session._outgoing), self.config.max_packets_per_poll)
-            packets = [session._pop_packet() for _ in range(count)]
+            packets: list[Packet | PreparedPacket] = [session._pop_packet() for _ in range(count)]
             if session._state is _State.CLOSING and not session._outgoing:
                 packets.append(Packet(PacketType.CLOSE))
                 self._finish_closing(session)
@@ -817,8 +882,8 @@ class EngineIOServer:
         ) + extra_headers
         return HttpResponse(200, headers, body)
 
-    def _ok_response(self) -> HttpResponse:
-        return HttpResponse(200, (("Content-Type", "text/html"), ("Content-Length", "2")), b"ok")
+    def _ok_response(self, extra: tuple[tuple[str, str], ...] = ()) -> HttpResponse:
+        return HttpResponse(200, (("Content-Type", "text/html"), ("Content-Length", "2")) + extra, b"ok")
 
     def _plain_error(self, status: int, extra: tuple[tuple[str, str], ...] = ()) -> HttpResponse:
         return HttpResponse(status, (("Content-Length", "0"),) + extra, b"")
@@ -939,7 +1004,7 @@ class EngineIOServer:
             else:
                 self._close(session, DisconnectReason.PARSE_ERROR, str(exc), now)
             return
-        session._stats["bytes_in"] += len(message)
+        session._n_bytes_in += len(message)
         if session._upgrade in (_Upgrade.PROBING, _Upgrade.PROBED):
             if packet.type is PacketType.PING and packet.data == "probe":
                 channel._frames.append("3probe")
@@ -972,9 +1037,19 @@ class EngineIOServer:
         """Handle one packet from the client; ``False`` once the session is closed."""
         if session._state is not _State.OPEN:
             return False
-        session._stats["packets_in"] += 1
+        session._n_packets_in += 1
+        if (
+            session._pong_deadline is not None
+            and not session._pong_deadline_refreshed
+            and packet.type is not PacketType.PONG
+        ):
+            # Node: a client whose pong sits behind its own data (a big upload, a busy
+            # POST queue) is not dropped while data arrives -- once per ping.
+            session._pong_deadline_refreshed = True
+            session._pong_deadline = now + self.config.ping_timeout_ms / 1000
+            self._schedule(session)
         if packet.type is PacketType.MESSAGE:
-            session._stats["messages_in"] += 1
+            session._n_messages_in += 1
             self._emit(MessageReceived(session.sid, packet.data))
         elif packet.type is PacketType.PONG:
             session._pong_deadline = None
@@ -1005,7 +1080,7 @@ class EngineIOServer:
         graceful = reason is DisconnectReason.FORCED_CLOSE
         if not graceful:
             # Nothing more will be delivered except the close signal itself.
-            session._outgoing.clear()
+            session._outgoing = None
             session._buffered = 0
         if session.transport == "websocket":
             channel = session._websocket

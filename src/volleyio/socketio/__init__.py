@@ -1,8 +1,9 @@
-"""Socket.IO v5, sans-I/O: the packet codec, the server core and the room adapters."""
+"""Socket.IO v5, sans-I/O: the packet codec, the server and client cores and the room adapters."""
 
 from __future__ import annotations
 
 from .adapter import Adapter, BroadcastOptions, InMemoryAdapter
+from .client import SendBufferFullError, SocketIOClient, SocketIOConnectError, SocketIODisconnectedError
 from .packets import (
     MAX_ACK_ID,
     RESERVED_EVENTS,
@@ -16,10 +17,13 @@ from .packets import (
 )
 from .server import (
     DEFER,
+    INVALID_NAMESPACE,
     AckReceived,
     ConnectAttempt,
     ConnectRefused,
     ConnectRequested,
+    ConnectionRefusedError,
+    DisconnectedError,
     EngineIOTransport,
     EventReceived,
     NamespaceConfig,
@@ -31,6 +35,7 @@ from .server import (
 
 __all__ = [
     "DEFER",
+    "INVALID_NAMESPACE",
     "MAX_ACK_ID",
     "RESERVED_EVENTS",
     "AckReceived",
@@ -39,6 +44,8 @@ __all__ = [
     "ConnectAttempt",
     "ConnectRefused",
     "ConnectRequested",
+    "ConnectionRefusedError",
+    "DisconnectedError",
     "Decoder",
     "EngineIOTransport",
     "EventReceived",
@@ -46,10 +53,14 @@ __all__ = [
     "NamespaceConfig",
     "Packet",
     "PacketType",
+    "SendBufferFullError",
     "SocketConnected",
     "SocketDisconnected",
+    "SocketIOClient",
     "SocketIOConfig",
+    "SocketIOConnectError",
     "SocketIODecodeError",
+    "SocketIODisconnectedError",
     "SocketIOEncodeError",
     "SocketIOServer",
     "encode_packet",

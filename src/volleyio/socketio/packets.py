@@ -141,30 +141,56 @@ def _text_depth_exceeds(text: str, max_depth: int) -> bool:
     return False
 
 
+def _parse_constant(name: str) -> Any:
+    raise SocketIODecodeError(f"{name} is not valid JSON")
+
+
+def _parse_float(literal: str) -> float:
+    value = float(literal)
+    if not math.isfinite(value):
+        raise SocketIODecodeError("number out of range")
+    return value
+
+
+# One decoder per integer cap: building a JSONDecoder (and its scanner) per message costs
+# more than decoding a small payload.
+_DECODERS: dict[int, json.JSONDecoder] = {}
+_ScanOnce = Callable[[str, int], "tuple[Any, int]"]
+
+
+def _decoder_for(max_integer_digits: int) -> json.JSONDecoder:
+    decoder = _DECODERS.get(max_integer_digits)
+    if decoder is None:
+
+        def parse_int(digits: str) -> int:
+            if len(digits) - digits.startswith("-") > max_integer_digits:
+                raise SocketIODecodeError("integer too long")
+            return int(digits)
+
+        decoder = json.JSONDecoder(parse_constant=_parse_constant, parse_int=parse_int, parse_float=_parse_float)
+        if len(_DECODERS) < 16:
+            _DECODERS[max_integer_digits] = decoder
+    return decoder
+
+
 def _loads(text: str, max_depth: int, max_integer_digits: int) -> Any:
-    def parse_constant(name: str) -> Any:
-        raise SocketIODecodeError(f"{name} is not valid JSON")
-
-    def parse_int(digits: str) -> int:
-        if len(digits) - digits.startswith("-") > max_integer_digits:
-            raise SocketIODecodeError("integer too long")
-        return int(digits)
-
-    def parse_float(literal: str) -> float:
-        value = float(literal)
-        if not math.isfinite(value):
-            raise SocketIODecodeError("number out of range")
-        return value
-
     if _text_depth_exceeds(text, max_depth):
         raise SocketIODecodeError("JSON nested too deeply")
+    decoder = _decoder_for(max_integer_digits)
+    decode = decoder.decode
+    scan_once: _ScanOnce = decoder.scan_once  # type: ignore[attr-defined]
     try:
-        return _with_recursion_headroom(
-            lambda: json.loads(
-                text, parse_constant=parse_constant, parse_int=parse_int, parse_float=parse_float
-            ),
-            max_depth,
-        )
+        try:
+            # The C scanner directly: what ``decode`` does, minus its whitespace regexes.
+            # Anything unusual (surrounding whitespace, an error) takes the full path.
+            value, end = scan_once(text, 0)
+            if end == len(text):
+                return value
+            return decode(text)
+        except StopIteration:
+            return decode(text)  # raises the JSONDecodeError with its message
+        except RecursionError:
+            return _with_recursion_headroom(lambda: decode(text), max_depth)
     except SocketIODecodeError:
         raise
     except (ValueError, RecursionError) as exc:
@@ -174,12 +200,37 @@ def _loads(text: str, max_depth: int, max_integer_digits: int) -> Any:
 _SURROGATE = re.compile("[\ud800-\udfff]")
 
 
+def _not_serializable(value: Any) -> Any:
+    raise TypeError(f"Object of type {value.__class__.__name__} is not JSON serializable")
+
+
+def _make_json_encoder() -> Callable[[Any], str]:
+    """``json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)``
+    with one C encoder kept for every call (``JSONEncoder`` builds one per call).
+
+    Without circular-reference markers: a cycle ends in RecursionError, reported as a
+    SocketIOEncodeError like any other data that cannot be sent."""
+    c_make_encoder = getattr(json.encoder, "c_make_encoder", None)
+    c_encode_basestring = getattr(json.encoder, "c_encode_basestring", None)
+    if c_make_encoder is None or c_encode_basestring is None:  # pragma: no cover - CPython has _json
+        return json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode
+    encoder = c_make_encoder(None, _not_serializable, c_encode_basestring, None, ":", ",", False, False, False)
+
+    def encode(value: Any) -> str:
+        return "".join(encoder(value, 0))
+
+    return encode
+
+
+_encode_json = _make_json_encoder()
+
+
 def _dumps(value: Any, max_depth: int) -> str:
     try:
-        text = _with_recursion_headroom(
-            lambda: json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False),
-            max_depth,
-        )
+        try:
+            text = _encode_json(value)
+        except RecursionError:
+            text = _with_recursion_headroom(lambda: _encode_json(value), max_depth)
     except (ValueError, TypeError, RecursionError) as exc:
         raise SocketIOEncodeError(str(exc)) from None
     if not text.isascii() and _SURROGATE.search(text):
@@ -272,11 +323,23 @@ def encode_packet(packet: Packet, *, max_depth: int = DEFAULT_MAX_DEPTH) -> list
 
     ``EVENT``/``ACK`` whose data holds binary are sent as ``BINARY_EVENT``/``BINARY_ACK``.
     """
-    packet_type = packet.type
-    data = packet.data
+    return _encode(packet.type, packet.namespace, packet.data, packet.id, max_depth)
+
+
+_DATA_TYPES = frozenset({PacketType.EVENT, PacketType.ACK, PacketType.BINARY_EVENT, PacketType.BINARY_ACK})
+_TYPE_CHARS = tuple(str(int(t)) for t in PacketType)
+# Values that cannot hold binary: a list of only these needs no deep walk.
+_FLAT = frozenset({str, int, float, bool, type(None)})
+
+
+def _encode(
+    packet_type: PacketType, namespace: str, data: Any, ack_id: int | None, max_depth: int = DEFAULT_MAX_DEPTH
+) -> list[str | bytes]:
+    """:func:`encode_packet` without a :class:`Packet` (the server's hot path)."""
     buffers: list[bytes] = []
-    if packet_type in (PacketType.EVENT, PacketType.ACK, PacketType.BINARY_EVENT, PacketType.BINARY_ACK):
-        if data is not None and _has_binary(data, max_depth):
+    if packet_type in _DATA_TYPES:
+        flat = data.__class__ is list and all(item.__class__ in _FLAT for item in data)
+        if not flat and data is not None and _has_binary(data, max_depth):
             data, buffers = _deconstruct(data, max_depth)
             packet_type = PacketType.BINARY_EVENT if packet_type in (
                 PacketType.EVENT, PacketType.BINARY_EVENT
@@ -285,21 +348,27 @@ def encode_packet(packet: Packet, *, max_depth: int = DEFAULT_MAX_DEPTH) -> list
             packet_type = PacketType.EVENT
         elif packet_type is PacketType.BINARY_ACK:
             packet_type = PacketType.ACK
-    if packet.id is not None and not (0 <= packet.id <= MAX_ACK_ID):
-        raise SocketIOEncodeError("ack id out of range")
-    parts = [str(int(packet_type))]
+    head = _TYPE_CHARS[packet_type]
     if buffers:
-        parts.append(f"{len(buffers)}-")
-    if packet.namespace and packet.namespace != "/":
-        parts.append(packet.namespace + ",")
-    if packet.id is not None:
-        parts.append(str(packet.id))
+        head += f"{len(buffers)}-"
+    if namespace and namespace != "/":
+        head += namespace + ","
+    if ack_id is not None:
+        if not (0 <= ack_id <= MAX_ACK_ID):
+            raise SocketIOEncodeError("ack id out of range")
+        head += str(ack_id)
     if data is not None:
-        parts.append(_dumps(data, max_depth))
-    return ["".join(parts), *buffers]
+        head += _dumps(data, max_depth)
+    if buffers:
+        return [head, *buffers]
+    return [head]
 
 
 # ----------------------------------------------------------------------------- decoder
+
+
+_TYPES_BY_CHAR = {str(int(t)): t for t in PacketType}
+_ASCII_DIGITS = re.compile("[0-9]*").match
 
 
 class Decoder:
@@ -355,9 +424,9 @@ class Decoder:
         if not text:
             raise SocketIODecodeError("empty packet")
         type_char = text[0]
-        if type_char not in "0123456" or not type_char.isascii():
+        packet_type = _TYPES_BY_CHAR.get(type_char)
+        if packet_type is None:
             raise SocketIODecodeError(f"unknown packet type {type_char!r}")
-        packet_type = PacketType(int(type_char))
         position = 1
         length = len(text)
         attachments = 0
@@ -384,8 +453,9 @@ class Decoder:
                 position = comma + 1
         ack_id: int | None = None
         start = position
-        while position < length and "0" <= text[position] <= "9":
-            position += 1
+        digits_match = _ASCII_DIGITS(text, position)  # "[0-9]*" always matches
+        assert digits_match is not None
+        position = digits_match.end()
         if position > start:
             if position - start > 16:
                 raise SocketIODecodeError("ack id out of range")
@@ -397,6 +467,9 @@ class Decoder:
             data = _loads(text[position:], self.max_depth, self.max_integer_digits)
             if data is None:
                 raise SocketIODecodeError("invalid payload")
-        if not is_payload_valid(packet_type, data):
+        if packet_type is PacketType.EVENT and data.__class__ is list and data and data[0].__class__ is str:
+            if data[0] in RESERVED_EVENTS:  # the common case of is_payload_valid, inlined
+                raise SocketIODecodeError("invalid payload")
+        elif not is_payload_valid(packet_type, data):
             raise SocketIODecodeError("invalid payload")
         return Packet(packet_type, namespace, data, ack_id), attachments

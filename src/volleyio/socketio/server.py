@@ -14,6 +14,12 @@ sid; unknown namespaces get ``44[/nsp,]{"message":"Invalid namespace"}``; auth r
 gets ``{"message":...,"data":...}``; a duplicate CONNECT, a packet for a namespace that is
 not connected, a client CONNECT_ERROR or any decode error closes the whole Engine.IO
 connection; no namespace joined within ``connect_timeout_ms`` closes it too.
+
+Ack ids are counted per namespace (Node's ``nsp._ids``), so :meth:`SocketIOServer.
+broadcast_with_ack` sends one packet, encoded once, to all its receivers. A CONNECT whose
+decision is deferred already has its socket id (:class:`ConnectRequested`): the socket
+may join rooms and be emitted to, what it is sent is held until the CONNECT answer.
+``namespace_resolver`` decides about namespaces that were not added (dynamic ones).
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol, Union
 
 from ..engineio import server as eio
+from ..errors import VolleyError
 from .adapter import Adapter, BroadcastOptions, InMemoryAdapter
 from .packets import (
     DEFAULT_MAX_ATTACHMENTS,
@@ -35,11 +42,15 @@ from .packets import (
     Packet,
     PacketType,
     SocketIODecodeError,
+    _encode,
     encode_packet,
 )
 
 __all__ = [
     "DEFER",
+    "INVALID_NAMESPACE",
+    "ConnectionRefusedError",
+    "DisconnectedError",
     "AckReceived",
     "ConnectAttempt",
     "ConnectRefused",
@@ -54,13 +65,34 @@ __all__ = [
 ]
 
 INVALID_NAMESPACE = "Invalid namespace"
-_MISSING = object()
+
+
+class ConnectionRefusedError(VolleyError):  # noqa: A001 - the name python-socketio users know
+    """Raised by a connect handler or middleware to refuse a namespace connection.
+
+    The client gets ``44[/nsp,]{"message": message, "data": data}`` (``data`` omitted when
+    ``None``); the JavaScript client raises ``connect_error`` with ``err.message`` and
+    ``err.data``.
+    """
+
+    def __init__(self, message: str = "Connection rejected by server", data: Any = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.data = data
+
+
+class DisconnectedError(VolleyError):
+    """The socket is not connected (any more): an ack can no longer arrive."""
 
 
 class EngineIOTransport(Protocol):
-    """What the core needs from Engine.IO (``EngineIOServer`` provides it)."""
+    """What the core needs from Engine.IO (``EngineIOServer`` provides it).
 
-    def send(self, sid: str, data: str | bytes, *, volatile: bool = False) -> bool: ...
+    ``data`` is a ``str``/``bytes`` message, or whatever the ``prepare`` hook of
+    :class:`SocketIOServer` made of one for a broadcast (``engineio.PreparedPacket``).
+    """
+
+    def send(self, sid: str, data: Any, *, volatile: bool = False) -> bool: ...
 
     def close(self, sid: str, now: float) -> None: ...
 
@@ -141,11 +173,17 @@ AuthHook = Callable[[ConnectAttempt], Union[ConnectRefused, _Defer, None]]
 @dataclass(frozen=True, slots=True)
 class ConnectRequested:
     """An auth hook returned :data:`DEFER`: answer with :meth:`SocketIOServer.accept_connect`
-    or :meth:`SocketIOServer.refuse_connect`."""
+    or :meth:`SocketIOServer.refuse_connect`.
+
+    ``sid`` is the id the socket will have. Until the decision the socket can already
+    join rooms and be emitted to: what is sent to it is held and goes out right after
+    the CONNECT answer (and is discarded on refusal).
+    """
 
     eio_sid: str
     namespace: str
     auth: Any
+    sid: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -171,14 +209,15 @@ class SocketIOConfig:
 
 
 class _Socket:
-    __slots__ = ("sid", "namespace", "eio_sid", "next_ack_id", "pending_acks")
+    __slots__ = ("sid", "namespace", "eio_sid", "pending_acks", "held")
 
     def __init__(self, sid: str, namespace: str, eio_sid: str) -> None:
         self.sid = sid
         self.namespace = namespace
         self.eio_sid = eio_sid
-        self.next_ack_id = 0
         self.pending_acks: set[int] = set()
+        # Messages for a socket whose CONNECT is still being decided (None once accepted).
+        self.held: list[Sequence[Any]] | None = None
 
 
 class _Connection:
@@ -188,7 +227,7 @@ class _Connection:
         self.eio_sid = eio_sid
         self.decoder = Decoder(max_attachments=max_attachments)
         self.sockets: dict[str, _Socket] = {}  # namespace -> socket
-        self.pending: dict[str, Any] = {}  # namespace -> auth, awaiting a deferred decision
+        self.pending: dict[str, tuple[Any, _Socket]] = {}  # namespace -> (auth, socket), deferred
         self.connect_deadline: float | None = connect_deadline
         self.open = True
 
@@ -199,11 +238,24 @@ class SocketIOServer:
         transport: EngineIOTransport,
         config: SocketIOConfig | None = None,
         adapter: Adapter | None = None,
+        *,
+        prepare: Callable[[str | bytes], Any] | None = None,
+        namespace_resolver: Callable[[str], NamespaceConfig | None] | None = None,
     ) -> None:
+        """``prepare`` turns an encoded message into what the transport sends for a
+        broadcast (the trio driver passes ``engineio.PreparedPacket`` so a WebSocket frame
+        is built once for every receiver). ``namespace_resolver`` is asked about a
+        namespace that was not added (dynamic namespaces): ``None`` means it does not
+        exist."""
         self.transport = transport
         self.config = config or SocketIOConfig()
         self.adapter = adapter or InMemoryAdapter()
+        self.prepare = prepare
+        self.namespace_resolver = namespace_resolver
         self._namespaces: dict[str, NamespaceConfig] = dict(self.config.namespaces)
+        # Ack ids are counted per namespace, as Node does (``nsp._ids``): a broadcast that
+        # expects acks can then use one id, and one encoded packet, for all its receivers.
+        self._ack_ids: dict[str, int] = {}
         self._connections: dict[str, _Connection] = {}
         self._sockets: dict[str, _Socket] = {}  # socket id -> socket
         self._events: list[Event] = []
@@ -288,18 +340,26 @@ class SocketIOServer:
             return None
         ack_id: int | None = None
         if with_ack:
-            ack_id = socket.next_ack_id
-            socket.next_ack_id = ack_id + 1 if ack_id < MAX_ACK_ID else 0
+            ack_id = self._next_ack_id(socket.namespace)
             socket.pending_acks.add(ack_id)
-        messages = encode_packet(Packet(PacketType.EVENT, socket.namespace, [event, *args], ack_id))
-        self._deliver(socket.eio_sid, messages, volatile)
+        self._deliver_socket(socket, _encode(PacketType.EVENT, socket.namespace, [event, *args], ack_id), volatile)
         return ack_id
+
+    def cancel_ack(self, sid: str, ack_id: int) -> None:
+        """Forget an expected ack (the caller stopped waiting): a late answer is ignored."""
+        socket = self._sockets.get(sid)
+        if socket is not None:
+            socket.pending_acks.discard(ack_id)
 
     def ack(self, sid: str, ack_id: int, *args: Any) -> None:
         """Answer an :class:`EventReceived` that carried ``ack_id``."""
         socket = self._sockets.get(sid)
         if socket is not None:
-            self._deliver(socket.eio_sid, encode_packet(Packet(PacketType.ACK, socket.namespace, list(args), ack_id)))
+            messages = _encode(PacketType.ACK, socket.namespace, list(args), ack_id)
+            if socket.held is None and len(messages) == 1:
+                self.transport.send(socket.eio_sid, messages[0])
+            else:
+                self._deliver_socket(socket, messages)
 
     def broadcast(
         self,
@@ -313,19 +373,80 @@ class SocketIOServer:
     ) -> int:
         """Send one event to many sockets. The packet is encoded once and the same
         message objects are handed to every target. Returns the number of targets."""
+        _, targets = self._broadcast(namespace, event, args, rooms, except_rooms, except_sids, volatile, False)
+        return len(targets)
+
+    def broadcast_with_ack(
+        self,
+        namespace: str,
+        event: str,
+        *args: Any,
+        rooms: Sequence[str] = (),
+        except_rooms: Sequence[str] = (),
+        except_sids: Sequence[str] = (),
+        volatile: bool = False,
+    ) -> tuple[int, list[str]]:
+        """Like :meth:`broadcast`, expecting an ack from every receiver: one ack id, one
+        encoded packet. Returns ``(ack_id, socket ids reached)``; each answer arrives as an
+        :class:`AckReceived` (use :meth:`cancel_ack` for the ones no longer awaited)."""
+        ack_id, targets = self._broadcast(namespace, event, args, rooms, except_rooms, except_sids, volatile, True)
+        assert ack_id is not None
+        return ack_id, targets
+
+    def _broadcast(
+        self,
+        namespace: str,
+        event: str,
+        args: Sequence[Any],
+        rooms: Sequence[str],
+        except_rooms: Sequence[str],
+        except_sids: Sequence[str],
+        volatile: bool,
+        with_ack: bool,
+    ) -> tuple[int | None, list[str]]:
         if event in RESERVED_EVENTS:
             raise ValueError(f"{event!r} is a reserved event name")
-        messages = encode_packet(Packet(PacketType.EVENT, namespace, [event, *args]))
+        ack_id = self._next_ack_id(namespace) if with_ack else None
+        messages: Sequence[Any] = _encode(PacketType.EVENT, namespace, [event, *args], ack_id)
+        if self.prepare is not None:
+            messages = [self.prepare(message) for message in messages]
         options = BroadcastOptions(
             namespace, frozenset(rooms), frozenset(except_rooms), frozenset(except_sids), volatile
         )
+        reached: list[str] = []
+        sockets = self._sockets
+        send = self.transport.send
+        single = messages[0] if len(messages) == 1 else None
 
-        def deliver(sid: str, encoded: Sequence[str | bytes]) -> None:
+        def deliver(sid: str, encoded: Sequence[Any]) -> None:
+            socket = sockets.get(sid)
+            if socket is not None and socket.namespace == namespace:
+                if ack_id is not None:
+                    socket.pending_acks.add(ack_id)
+                if single is not None and socket.held is None and encoded is messages:
+                    send(socket.eio_sid, single, volatile=volatile)  # the common case, inlined
+                else:
+                    self._deliver_socket(socket, encoded, volatile)
+                reached.append(sid)
+
+        self.adapter.broadcast(messages, options, deliver)
+        return ack_id, reached
+
+    def deliver_broadcast(self, messages: Sequence[Any], options: BroadcastOptions) -> int:
+        """Deliver an already-encoded broadcast to the local targets only (a broadcast
+        published by another node, see ``adapter``). Returns the number of targets."""
+        count = 0
+        for sid in self.adapter.targets(options):
             socket = self._sockets.get(sid)
-            if socket is not None:
-                self._deliver(socket.eio_sid, encoded, volatile)
+            if socket is not None and socket.namespace == options.namespace:
+                self._deliver_socket(socket, messages, options.volatile)
+                count += 1
+        return count
 
-        return self.adapter.broadcast(messages, options, deliver)
+    def _next_ack_id(self, namespace: str) -> int:
+        ack_id = self._ack_ids.get(namespace, 0)
+        self._ack_ids[namespace] = ack_id + 1 if ack_id < MAX_ACK_ID else 0
+        return ack_id
 
     def join(self, sid: str, room: str) -> None:
         socket = self._sockets.get(sid)
@@ -347,7 +468,9 @@ class SocketIOServer:
         socket = self._sockets.get(sid)
         if socket is None:
             return
-        self._deliver(socket.eio_sid, encode_packet(Packet(PacketType.DISCONNECT, socket.namespace)))
+        if socket.held is not None:
+            return  # still being decided: refuse_connect is the way to say no
+        self._deliver_socket(socket, encode_packet(Packet(PacketType.DISCONNECT, socket.namespace)))
         connection = self._connections.get(socket.eio_sid)
         if connection is not None:
             connection.sockets.pop(socket.namespace, None)
@@ -359,13 +482,17 @@ class SocketIOServer:
         connection = self._connections.get(eio_sid)
         if connection is None or namespace not in connection.pending:
             return None
-        auth = connection.pending.pop(namespace)
-        self._accept(connection, namespace, auth)
-        return connection.sockets[namespace].sid
+        auth, socket = connection.pending.pop(namespace)
+        self._accept(connection, socket, auth)
+        return socket.sid
 
     def refuse_connect(self, eio_sid: str, namespace: str, refusal: ConnectRefused) -> None:
         connection = self._connections.get(eio_sid)
-        if connection is not None and connection.pending.pop(namespace, _MISSING) is not _MISSING:
+        if connection is None:
+            return
+        entry = connection.pending.pop(namespace, None)
+        if entry is not None:
+            self._discard_pending(entry[1])
             self._send_connect_error(connection, namespace, refusal)
 
     def close_connection(self, eio_sid: str, now: float) -> None:
@@ -385,14 +512,21 @@ class SocketIOServer:
         if self._event_waker is not None:
             self._event_waker()
 
-    def _deliver(self, eio_sid: str, messages: Sequence[str | bytes], volatile: bool = False) -> None:
+    def _deliver_socket(self, socket: _Socket, messages: Sequence[Any], volatile: bool = False) -> None:
+        if socket.held is not None:
+            if not volatile:  # a volatile emit to a socket that cannot receive yet is dropped
+                socket.held.append(messages)
+            return
+        self._deliver(socket.eio_sid, messages, volatile)
+
+    def _deliver(self, eio_sid: str, messages: Sequence[Any], volatile: bool = False) -> None:
         # Only the first message of a binary packet may be dropped (volatile): once the
         # header is out, its attachments must follow or the client's decoder desyncs.
-        first, *rest = messages
-        if not self.transport.send(eio_sid, first, volatile=volatile):
+        send = self.transport.send
+        if not send(eio_sid, messages[0], volatile=volatile):
             return
-        for message in rest:
-            self.transport.send(eio_sid, message)
+        for index in range(1, len(messages)):
+            send(eio_sid, messages[index])
 
     def _close_connection(self, connection: _Connection, reason: str, now: float) -> None:
         connection.open = False
@@ -401,10 +535,20 @@ class SocketIOServer:
         self.transport.close(connection.eio_sid, now)
 
     def _drop_sockets(self, connection: _Connection, reason: str) -> None:
+        for _, pending in connection.pending.values():
+            self._discard_pending(pending)
+        connection.pending.clear()
         sockets = list(connection.sockets.values())
         connection.sockets.clear()
         for socket in sockets:
             self._remove_socket(socket, reason)
+
+    def _discard_pending(self, socket: _Socket) -> None:
+        # Never connected: no SocketDisconnected, but no room may keep it either.
+        if self._sockets.get(socket.sid) is socket:
+            del self._sockets[socket.sid]
+        socket.held = None
+        self.adapter.leave_all(socket.namespace, socket.sid)
 
     def _remove_socket(self, socket: _Socket, reason: str) -> None:
         self._sockets.pop(socket.sid, None)
@@ -437,6 +581,8 @@ class SocketIOServer:
     def _connect(self, connection: _Connection, packet: Packet) -> None:
         namespace = packet.namespace
         config = self._namespaces.get(namespace)
+        if config is None and self.namespace_resolver is not None:
+            config = self.namespace_resolver(namespace)
         if config is None:
             self._send_connect_error(connection, namespace, ConnectRefused(INVALID_NAMESPACE))
             return
@@ -444,24 +590,33 @@ class SocketIOServer:
         if config.authorize is not None:
             decision = config.authorize(ConnectAttempt(connection.eio_sid, namespace, auth))
             if isinstance(decision, _Defer):
-                connection.pending[namespace] = auth
-                self._emit_event(ConnectRequested(connection.eio_sid, namespace, auth))
+                socket = self._new_socket(connection, namespace)
+                socket.held = []
+                connection.pending[namespace] = (auth, socket)
+                self._emit_event(ConnectRequested(connection.eio_sid, namespace, auth, socket.sid))
                 return
             if decision is not None:
                 self._send_connect_error(connection, namespace, decision)
                 return
-        self._accept(connection, namespace, auth)
+        self._accept(connection, self._new_socket(connection, namespace), auth)
 
-    def _accept(self, connection: _Connection, namespace: str, auth: Any) -> None:
+    def _new_socket(self, connection: _Connection, namespace: str) -> _Socket:
         sid = secrets.token_urlsafe(15)
         while sid in self._sockets or sid == connection.eio_sid:  # pragma: no cover - 120 random bits
             sid = secrets.token_urlsafe(15)
         socket = _Socket(sid, namespace, connection.eio_sid)
+        self._sockets[sid] = socket
+        return socket
+
+    def _accept(self, connection: _Connection, socket: _Socket, auth: Any) -> None:
+        sid, namespace = socket.sid, socket.namespace
+        held, socket.held = socket.held, None
         connection.sockets[namespace] = socket
         connection.connect_deadline = None
-        self._sockets[sid] = socket
         self.adapter.join(namespace, sid, sid)  # every socket is in the room named after its id
         self._deliver(connection.eio_sid, encode_packet(Packet(PacketType.CONNECT, namespace, {"sid": sid})))
+        for messages in held or ():
+            self._deliver(connection.eio_sid, messages)
         self._emit_event(SocketConnected(sid, namespace, connection.eio_sid, auth))
 
     def _send_connect_error(self, connection: _Connection, namespace: str, refusal: ConnectRefused) -> None:

@@ -21,15 +21,39 @@ from __future__ import annotations
 from ._broadcast import FANOUT_LIMIT, broadcast
 from ._client import backoff_delay, connect, parse_url, reconnecting
 from ._connection import Limits, Statistics, WebSocketConnection
+from ._engineio_client import (
+    EngineIOClientConnection,
+    EngineIOConnectError,
+    EngineIOUpgradeError,
+    connect_engineio,
+)
+from ._engineio_server import EngineIOApp, EngineIORequest, EngineIOSession, serve_engineio
 from ._errors import (
     ConnectError,
     ConnectionClosed,
     ConnectionClosedError,
     ConnectionClosedOK,
+    EngineIOClosed,
     InvalidURI,
 )
 from ._http import Request, Response
-from ._server import WebSocketServer, serve
+from ._server import HttpMount, WebSocketServer, serve
+from ._socketio_client import (
+    SendBufferFullError,
+    SocketIOClient,
+    SocketIOConnectError,
+    SocketIODisconnectedError,
+    connect_socketio,
+)
+from ._socketio_server import (
+    ConnectionRefusedError,
+    DisconnectedError,
+    Handshake,
+    Namespace,
+    Socket,
+    SocketIOApp,
+    SocketIOServer,
+)
 
 __all__ = [
     "FANOUT_LIMIT",
@@ -37,17 +61,39 @@ __all__ = [
     "ConnectionClosed",
     "ConnectionClosedError",
     "ConnectionClosedOK",
+    "ConnectionRefusedError",
+    "DisconnectedError",
+    "EngineIOApp",
+    "EngineIOClientConnection",
+    "EngineIOClosed",
+    "EngineIOConnectError",
+    "EngineIORequest",
+    "EngineIOSession",
+    "EngineIOUpgradeError",
+    "Handshake",
+    "HttpMount",
     "InvalidURI",
     "Limits",
+    "Namespace",
     "Request",
     "Response",
+    "SendBufferFullError",
+    "Socket",
+    "SocketIOApp",
+    "SocketIOClient",
+    "SocketIOConnectError",
+    "SocketIODisconnectedError",
+    "SocketIOServer",
     "Statistics",
     "WebSocketConnection",
     "WebSocketServer",
     "backoff_delay",
     "broadcast",
     "connect",
+    "connect_engineio",
+    "connect_socketio",
     "parse_url",
     "reconnecting",
     "serve",
+    "serve_engineio",
 ]

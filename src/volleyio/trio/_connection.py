@@ -501,7 +501,10 @@ class WebSocketConnection:
             self._raw is not None
             and self._recv_task is None
             and not self._inline_reader
-            and (self._reader_active or (self._nursery is not None and not self._initial))
+            # Bytes read with the handshake are fed by the reader task first; reading the
+            # socket before that would block on data that already arrived.
+            and not self._initial
+            and (self._reader_active or self._nursery is not None)
         )
 
     async def _await_more(self) -> None:

@@ -20,6 +20,7 @@ __all__ = [
     "ConnectionClosed",
     "ConnectionClosedError",
     "ConnectionClosedOK",
+    "EngineIOClosed",
     "InvalidURI",
     "closed_exception",
     "unwrap_group",
@@ -49,6 +50,21 @@ class ConnectionClosedOK(ConnectionClosed):
 
 class ConnectionClosedError(ConnectionClosed):
     """Closed with an error code, or without a close frame (1006)."""
+
+
+class EngineIOClosed(ConnectionClosedError):
+    """An Engine.IO session (server or client side) is closed.
+
+    ``reason`` is the Engine.IO disconnect reason: ``"ping timeout"``, ``"transport
+    close"``, ``"transport error"``, ``"message too big"``, ``"parse error"``,
+    ``"forced close"``, ``"client close"``, ``"slow consumer"``, ... ``code`` is 1000
+    for ``"forced close"``/``"client close"`` and 1006 otherwise (there is no WebSocket
+    close code over long-polling).
+    """
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(1000 if reason in ("forced close", "client close") else 1006, reason)
+        self.args = (f"Engine.IO session closed: {reason}",)
 
 
 def closed_exception(code: int, reason: str) -> ConnectionClosed:

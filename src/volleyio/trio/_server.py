@@ -6,7 +6,7 @@ import errno
 import logging
 import ssl as _ssl
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from typing import Any, Union
+from typing import Any, Protocol, Union
 
 import h11
 import trio
@@ -32,12 +32,35 @@ _MAX_HEAD = 32 * 1024
 _ACCEPT_RETRY_ERRNOS = {errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS}
 
 
+class HttpMount(Protocol):
+    """An HTTP application mounted on a path prefix of the front door (``serve(mounts=...)``).
+
+    ``run`` holds the mount's background tasks (timers); :meth:`WebSocketServer.run`
+    starts it with ``nursery.start`` before accepting, and it is cancelled at shutdown.
+    ``handle_http`` receives a request whose path starts with the prefix and owns the
+    connection from then on (keep-alive, bodies, upgrades). ``leftover`` holds the bytes
+    read past the request head. For a later request on the same connection that is not
+    its own it calls ``server.dispatch(stream, request, h11_request, leftover)``.
+    """
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None: ...
+
+    async def handle_http(
+        self,
+        stream: trio.abc.Stream,
+        request: Request,
+        h11_request: h11.Request,
+        leftover: bytes,
+        server: WebSocketServer,
+    ) -> None: ...
+
+
 class WebSocketServer:
     """A running server; handed to ``task_status.started`` by :func:`serve`."""
 
     def __init__(
         self,
-        handler: Handler | Mapping[str, Handler],
+        handler: Handler | Mapping[str, Handler] | None,
         *,
         ssl_context: _ssl.SSLContext | None = None,
         origins: Sequence[str] | None = None,
@@ -47,8 +70,12 @@ class WebSocketServer:
         extensions: Sequence[Any] = (),
         open_timeout: float = 10.0,
         limits: Limits | None = None,
+        mounts: Mapping[str, HttpMount] | None = None,
     ) -> None:
         self.handler = handler
+        #: ``{path prefix: mount}``; the longest matching prefix wins.
+        self.mounts: dict[str, HttpMount] = dict(mounts or {})
+        self._mount_order = sorted(self.mounts.items(), key=lambda item: len(item[0]), reverse=True)
         self.ssl_context = ssl_context
         self.origins = list(origins) if origins is not None else None
         self.subprotocols = list(subprotocols)
@@ -66,6 +93,9 @@ class WebSocketServer:
         self._batch = BatchFlusher()
         #: Count of TCP connections being handled (handshake or open).
         self.active_tasks = 0
+        # The front door's h11 connection of a request handed to a mount, by id(stream):
+        # the mount takes it (take_h11_connection) instead of parsing the head again.
+        self._handoff: dict[int, h11.Connection] = {}
 
     @property
     def port(self) -> int:
@@ -89,6 +119,8 @@ class WebSocketServer:
             try:
                 async with trio.open_nursery() as nursery:
                     self._nursery = nursery
+                    for mount in self.mounts.values():
+                        await nursery.start(_start_mount, mount)
                     for listener in listeners:
                         nursery.start_soon(self._accept_loop, listener, nursery)
                     nursery.start_soon(self._keepalive.run)
@@ -120,7 +152,7 @@ class WebSocketServer:
             except OSError:
                 pass
             started = [False]
-            result: tuple[Request, h11.Request, bytes] | None = None
+            result: tuple[Request, h11.Request, bytes, h11.Connection] | None = None
             with trio.move_on_after(self.open_timeout) as scope:
                 if self.ssl_context is not None:
                     stream = trio.SSLStream(tcp, self.ssl_context, server_side=True, https_compatible=True)
@@ -128,75 +160,26 @@ class WebSocketServer:
                         await stream.do_handshake()
                     except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
                         return
-                result = await self._read_request(stream, started)
+                result = await self._read_request(stream, started, b"")
             if scope.cancelled_caught:
                 if started[0]:
                     await self._respond(stream, Response.text(408))
                 return
             if result is None:
                 return
-            request, h11_request, leftover = result
-            request.secure = self.ssl_context is not None
-            try:
-                peer = tcp.socket.getpeername()
-                request.remote = (str(peer[0]), int(peer[1]))
-            except OSError:
-                pass
-            with trio.move_on_after(self.open_timeout) as scope:
-                outcome = await self._accept_or_reject(request, h11_request)
-                if isinstance(outcome, Response):
-                    await self._respond(stream, outcome, head_only=request.method == "HEAD")
-                    return
-                handler, switching, proto = outcome
-                try:
-                    await stream.send_all(switching)
-                except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
-                    return
-            if scope.cancelled_caught:
-                return
-            ws = WebSocketConnection(
-                stream,
-                client=False,
-                limits=self.limits,
-                proto=proto,
-                request=request,
-                initial_data=leftover,
-            )
-            # Drop what the handshake needed: this frame lives as long as the connection.
-            del result, leftover, switching, outcome, scope, started, h11_request, proto
-            # The reader runs as a sibling task in the server's nursery (no nursery per
-            # connection: an idle connection costs two parked tasks and this object).
-            assert self._nursery is not None
-            self.connections.add(ws)
-            self._keepalive.add(ws)
-            ws._nursery = self._nursery
-            if ws._raw is not None:
-                ws._batch = self._batch
-            ws._start_reader()
-            await trio.lowlevel.checkpoint()  # let the reader start
-            try:
-                code, reason = 1000, ""
-                try:
-                    await handler(ws)
-                except ConnectionClosed:
-                    pass
-                except Exception:  # noqa: BLE001 - the handler's bug closes this connection with 1011
-                    logger.exception("WebSocket handler failed")
-                    code, reason = 1011, "internal error"
-                await ws.close(code, reason)
-            finally:
-                self.connections.discard(ws)
-                self._keepalive.discard(ws)
-                if not ws._transport_closed:
-                    # Cancelled (server shutdown): close with 1001, bounded by the close timeout.
-                    with trio.CancelScope(shield=True):
-                        with trio.move_on_after(self.limits.close_timeout):
-                            try:
-                                await ws._send_close(1001, "going away")
-                                await ws.drain_until_closed()
-                            except ConnectionClosed:
-                                pass
-                        await ws._close_transport()
+            request, h11_request, leftover, conn = result
+            if self._mount_order:
+                self._handoff[id(stream)] = conn
+            # This frame lives as long as the connection: keep no reference to the
+            # handshake's objects here (dispatch drops its own once they are used).
+            mount = self._prepare(stream, request) if self._mount_order else None
+            if mount is not None:
+                # Straight to the mount: one coroutine frame less per open connection.
+                dispatching = mount.handle_http(stream, request, h11_request, leftover, self)
+            else:
+                dispatching = self.dispatch(stream, request, h11_request, leftover)
+            del result, request, h11_request, leftover, started, scope, conn, mount
+            await dispatching
         except trio.Cancelled:
             raise
         except BaseException as exc:  # noqa: BLE001 - one peer never disturbs the others
@@ -209,26 +192,140 @@ class WebSocketServer:
                 logger.exception("connection task failed")
         finally:
             self.active_tasks -= 1
+            self._handoff.pop(id(stream), None)
             with trio.CancelScope(shield=True):
                 try:
                     await trio.aclose_forcefully(tcp)
                 except BaseException:  # noqa: BLE001
                     pass
 
-    async def _read_request(
-        self, stream: trio.abc.Stream, started: list[bool]
+    def _prepare(self, stream: trio.abc.Stream, request: Request) -> HttpMount | None:
+        """Fill in the request's peer and TLS flag; the mount that serves it, if any."""
+        request.secure = self.ssl_context is not None
+        if request.remote is None:
+            sock = getattr(_transport_of(stream), "socket", None)
+            try:
+                peer = sock.getpeername() if sock is not None else None
+                if peer is not None:
+                    request.remote = (str(peer[0]), int(peer[1]))
+            except (OSError, TypeError, IndexError):
+                pass
+        return self.mount_for(request.path) if self._mount_order else None
+
+    def mount_for(self, path: str) -> HttpMount | None:
+        """The mount whose prefix ``path`` starts with (longest prefix first)."""
+        for prefix, mount in self._mount_order:
+            if path.startswith(prefix):
+                return mount
+        return None
+
+    async def dispatch(
+        self, stream: trio.abc.Stream, request: Request, h11_request: h11.Request, leftover: bytes
+    ) -> None:
+        """Serve one request read by the front door: a mount, a WebSocket route or an error.
+
+        The caller closes the TCP connection when this returns.
+        """
+        mount = self._prepare(stream, request)
+        if mount is not None:
+            # This frame lives as long as the connection: drop the request's objects
+            # (the mount keeps what it needs).
+            handling = mount.handle_http(stream, request, h11_request, leftover, self)
+            del request, h11_request, leftover, mount
+            await handling
+            return
+        self._handoff.pop(id(stream), None)
+        with trio.move_on_after(self.open_timeout) as scope:
+            outcome = await self._accept_or_reject(request, h11_request)
+            if isinstance(outcome, Response):
+                await self._respond(stream, outcome, head_only=request.method == "HEAD")
+                return
+            handler, switching, proto = outcome
+            try:
+                await stream.send_all(switching)
+            except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+                return
+        if scope.cancelled_caught:
+            return
+        ws = WebSocketConnection(
+            stream,
+            client=False,
+            limits=self.limits,
+            proto=proto,
+            request=request,
+            initial_data=leftover,
+        )
+        # Drop what the handshake needed: this frame lives as long as the connection.
+        del leftover, switching, outcome, scope, h11_request, proto
+        # The reader runs as a sibling task in the server's nursery (no nursery per
+        # connection: an idle connection costs two parked tasks and this object).
+        assert self._nursery is not None
+        self.connections.add(ws)
+        self._keepalive.add(ws)
+        ws._nursery = self._nursery
+        if ws._raw is not None:
+            ws._batch = self._batch
+        ws._start_reader()
+        await trio.lowlevel.checkpoint()  # let the reader start
+        try:
+            code, reason = 1000, ""
+            try:
+                await handler(ws)
+            except ConnectionClosed:
+                pass
+            except Exception:  # noqa: BLE001 - the handler's bug closes this connection with 1011
+                logger.exception("WebSocket handler failed")
+                code, reason = 1011, "internal error"
+            await ws.close(code, reason)
+        finally:
+            self.connections.discard(ws)
+            self._keepalive.discard(ws)
+            if not ws._transport_closed:
+                # Cancelled (server shutdown): close with 1001, bounded by the close timeout.
+                with trio.CancelScope(shield=True):
+                    with trio.move_on_after(self.limits.close_timeout):
+                        try:
+                            await ws._send_close(1001, "going away")
+                            await ws.drain_until_closed()
+                        except ConnectionClosed:
+                            pass
+                    await ws._close_transport()
+    def take_h11_connection(self, stream: trio.abc.Stream) -> h11.Connection | None:
+        """For a mount's ``handle_http``: the h11 connection that parsed the request
+        just dispatched on ``stream`` (its state is right after the request head, the
+        bytes past the head are in its buffer), or None. Only the first call gets it."""
+        return self._handoff.pop(id(stream), None)
+
+    async def read_request(
+        self, stream: trio.abc.Stream, started: list[bool], initial: bytes = b""
     ) -> tuple[Request, h11.Request, bytes] | None:
-        """Read one request head: the core's RequestHeadGuard (414/431) in front of h11."""
+        """Read one request head: the core's RequestHeadGuard (414/431) in front of h11.
+
+        ``initial`` holds bytes already read from the connection (keep-alive: the start
+        of the next request). Returns ``(request, h11 request, bytes past the head)``,
+        or None when the peer went away or was answered with an error.
+        """
+        result = await self._read_request(stream, started, initial)
+        return None if result is None else result[:3]
+
+    async def _read_request(
+        self, stream: trio.abc.Stream, started: list[bool], initial: bytes
+    ) -> tuple[Request, h11.Request, bytes, h11.Connection] | None:
         guard = _ws.RequestHeadGuard()
         conn = h11.Connection(h11.SERVER, max_incomplete_event_size=_MAX_HEAD)
         head = bytearray()
+        pending = initial
+        data: bytes | bytearray
         while True:
-            try:
-                data = await stream.receive_some(16384)
-            except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
-                return None
-            if not data:
-                return None
+            if pending:
+                data, pending = pending, b""
+            else:
+                try:
+                    data = await stream.receive_some(16384)
+                except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+                    return None
+                if not data:
+                    return None
             started[0] = True
             try:
                 guard.feed(data)
@@ -257,7 +354,11 @@ class WebSocketServer:
             )
             # Bytes after the head: the start of the WebSocket stream (if it upgrades).
             trailing = bytes(head[end + 4 :])
-            return request, event, trailing
+            return request, event, trailing, conn
+
+    async def respond(self, stream: trio.abc.Stream, response: Response, head_only: bool = False) -> None:
+        """Write a complete response that closes the connection (errors of the front door)."""
+        await self._respond(stream, response, head_only)
 
     async def _respond(self, stream: trio.abc.Stream, response: Response, head_only: bool = False) -> None:
         if ("x-raw", "1") in response.headers:
@@ -270,6 +371,8 @@ class WebSocketServer:
             pass
 
     def _route(self, path: str) -> Handler | None:
+        if self.handler is None:
+            return None
         if callable(self.handler) and not isinstance(self.handler, Mapping):
             return self.handler
         return self.handler.get(path)
@@ -315,6 +418,17 @@ class WebSocketServer:
         return handler, switching, result.connection
 
 
+async def _start_mount(mount: HttpMount, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+    await mount.run(task_status=task_status)
+
+
+def _transport_of(stream: trio.abc.Stream) -> Any:
+    """The SocketStream under a (possibly TLS) stream."""
+    while isinstance(stream, trio.SSLStream):
+        stream = stream.transport_stream
+    return stream
+
+
 def h11_request_bytes(request: h11.Request) -> bytes:
     """Serialize an h11.Request (to prime a server-side h11.Connection for its answer)."""
     client = h11.Connection(h11.CLIENT)
@@ -322,7 +436,7 @@ def h11_request_bytes(request: h11.Request) -> bytes:
 
 
 async def serve(
-    handler: Handler | Mapping[str, Handler],
+    handler: Handler | Mapping[str, Handler] | None,
     host: str | None = "127.0.0.1",
     port: int = 0,
     *,
@@ -342,6 +456,7 @@ async def serve(
     max_queue: int = 16,
     write_limit: int = 64 * 1024,
     backlog: int | None = None,
+    mounts: Mapping[str, HttpMount] | None = None,
     task_status: trio.TaskStatus[WebSocketServer] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve WebSocket connections until cancelled (or ``server.shutdown()``).
@@ -385,6 +500,7 @@ async def serve(
         extensions=extensions,
         open_timeout=open_timeout,
         limits=limits,
+        mounts=mounts,
     )
     kwargs: dict[str, Any] = {"host": host}
     if backlog is not None:
