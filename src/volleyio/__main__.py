@@ -3,28 +3,76 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
+from typing import Any
 
 import trio
+
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 8000
+
+
+def _json_object(text: str) -> Any:
+    try:
+        value = json.loads(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"not JSON: {exc}") from None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError("the auth payload must be a JSON object")
+    return value
+
+
+def _namespace(text: str) -> str:
+    if not text.startswith("/"):
+        raise argparse.ArgumentTypeError("a namespace starts with '/'")
+    return text
+
+
+def _add_listen_options(parser: argparse.ArgumentParser, defaults: bool) -> None:
+    # On the subcommand the options are SUPPRESSed so that `python -m volleyio --port 9000`
+    # and `python -m volleyio demo --port 9000` both work without one overriding the other.
+    host_default: Any = DEFAULT_HOST if defaults else argparse.SUPPRESS
+    port_default: Any = DEFAULT_PORT if defaults else argparse.SUPPRESS
+    parser.add_argument("--host", default=host_default, help=f"address to listen on (default: {DEFAULT_HOST})")
+    parser.add_argument("--port", type=int, default=port_default, help=f"port to listen on (default: {DEFAULT_PORT})")
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m volleyio", description=__doc__)
+    _add_listen_options(parser, defaults=True)
     commands = parser.add_subparsers(dest="command")
 
-    demo = commands.add_parser("demo", help="run the demo server (the default command)")
-    demo.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")
-    demo.add_argument("--port", type=int, default=8000, help="port to listen on (default: 8000)")
+    demo = commands.add_parser(
+        "demo", help="run the demo server (the default command)",
+        description="Chat room and live counters over Socket.IO (long-polling, upgraded to WebSocket) "
+        "and plain WebSocket (/ws); open http://HOST:PORT/ in a browser.",
+    )
+    _add_listen_options(demo, defaults=False)
 
-    client = commands.add_parser("client", help="interactive WebSocket client: lines in, messages out")
-    client.add_argument("url", help="ws:// or wss:// URL")
+    client = commands.add_parser(
+        "client", help="interactive client: lines in, messages/events out",
+        description="ws:// and wss:// URLs: plain WebSocket (lines are sent as text messages). "
+        "http:// and https:// URLs, or --socketio: Socket.IO (lines are emitted as the demo's "
+        '"chat" event; /help lists the commands).',
+    )
+    client.add_argument("url", help="ws://, wss://, http:// or https:// URL")
+    client.add_argument("--socketio", action="store_true", help="use Socket.IO even for a ws:// or wss:// URL")
+    client.add_argument("--transport", choices=("polling", "websocket"),
+                        help="Socket.IO: use only this transport (default: long-polling, then upgrade to WebSocket)")
+    client.add_argument("--namespace", type=_namespace, default="/", help="Socket.IO namespace (default: /)")
+    client.add_argument("--path", default="/socket.io/", help="Socket.IO endpoint path (default: /socket.io/)")
+    client.add_argument("--name", default="cli", help="Socket.IO: name used for chat lines (default: cli)")
+    client.add_argument("--auth", type=_json_object, default=None,
+                        help='Socket.IO: auth payload, a JSON object (the demo sends counters to {"stats": true})')
 
     commands.add_parser("info", help="print the version and which speedups implementation loaded")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args = parser.parse_args(argv)
     command = args.command or "demo"
     if command == "info":
         from . import __version__, _speedups
@@ -32,15 +80,27 @@ def main(argv: list[str] | None = None) -> int:
         print(f"volleyio {__version__}, speedups: {_speedups.IMPLEMENTATION}")
         return 0
     if command == "client":
-        from .demo.client import run_client
+        from .demo.client import is_socketio_url, run_client, run_socketio_client, socketio_base_url
 
-        return trio.run(run_client, args.url)
+        socketio = args.socketio or is_socketio_url(args.url)
+        if not socketio and (args.transport or args.auth is not None or args.namespace != "/"):
+            parser.error("--transport, --namespace and --auth are Socket.IO options: "
+                         "use an http(s):// URL or --socketio")
+        try:
+            if socketio:
+                return trio.run(
+                    lambda: run_socketio_client(
+                        socketio_base_url(args.url), name=args.name, transport=args.transport,
+                        namespace=args.namespace, path=args.path, auth=args.auth,
+                    )
+                )
+            return trio.run(run_client, args.url)
+        except KeyboardInterrupt:
+            return 130
     from .demo.server import run_demo
 
-    host = getattr(args, "host", "127.0.0.1")
-    port = getattr(args, "port", 8000)
     try:
-        trio.run(run_demo, host, port)
+        trio.run(run_demo, args.host, args.port)
     except KeyboardInterrupt:
         print("\nstopped", file=sys.stderr)
     return 0

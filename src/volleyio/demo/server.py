@@ -1,8 +1,17 @@
-"""Demo server: one page, one WebSocket endpoint, a chat room and live counters.
+"""Demo server: one page, a Socket.IO chat room with live counters, and a plain WebSocket door.
 
-Everything the page needs is served by the same process: ``GET /`` returns the page,
-``/ws`` is the WebSocket endpoint. Chat lines are broadcast to every client with the
-frame built once; once a second every client gets the counters.
+Everything the page needs is served by the same process:
+
+* ``GET /`` - the page; ``GET /static/socket.io.min.js`` - the Socket.IO browser client
+  shipped inside the package (with its licence notice next to it);
+* ``/socket.io/`` - Socket.IO v5 over Engine.IO v4: the page starts on long-polling and
+  upgrades to WebSocket when the network lets it, and stays on long-polling when not;
+* ``/ws`` - the same chat room over plain WebSocket with JSON messages
+  (``{"type": "chat", "name": ..., "text": ...}``), for WebSocket-only clients.
+
+A chat line from either door reaches everyone. Clients that connect with
+``auth={"stats": true}`` (the page does) join the ``stats`` room and get the counters once
+a second.
 """
 
 from __future__ import annotations
@@ -11,58 +20,43 @@ import json
 import resource
 import sys
 import time
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
 from importlib import resources
+from typing import Any
 
 import trio
 
-from .. import _speedups, __version__
-from ..trio import ConnectionClosed, Request, Response, WebSocketConnection, WebSocketServer, broadcast, serve
+from .. import __version__, _speedups
+from ..trio import (
+    ConnectionClosed,
+    Request,
+    Response,
+    Socket,
+    SocketIOServer,
+    WebSocketConnection,
+    WebSocketServer,
+    broadcast,
+)
 
 MAX_NAME_LENGTH = 32
 MAX_TEXT_LENGTH = 1_000
 STATS_INTERVAL = 1.0
+STATS_ROOM = "stats"
+
+#: Files under ``static/`` the server hands out, with their content type.
+STATIC_FILES = {
+    "socket.io.min.js": "text/javascript; charset=utf-8",
+    "socket.io.min.js.LICENSE.txt": "text/plain; charset=utf-8",
+}
 
 
-@dataclass
-class ChatRoom:
-    """The demo's whole state: who is connected and what has been counted."""
-
-    members: set[WebSocketConnection] = field(default_factory=set)
-    messages_in: int = 0
-    messages_out: int = 0
-    started: float = field(default_factory=time.monotonic)
-
-    def publish(self, payload: dict[str, object]) -> None:
-        self.messages_out += broadcast(self.members, json.dumps(payload, separators=(",", ":")))
-
-    def stats(self, cpu_percent: float) -> dict[str, object]:
-        return {
-            "type": "stats",
-            "clients": len(self.members),
-            "messages_in": self.messages_in,
-            "messages_out": self.messages_out,
-            "uptime": round(time.monotonic() - self.started, 1),
-            "cpu_percent": round(cpu_percent, 1),
-            "speedups": _speedups.IMPLEMENTATION,
-        }
+def _resource(name: str) -> bytes:
+    return resources.files(__package__).joinpath(name).read_bytes()
 
 
-def _page() -> bytes:
-    return resources.files(__package__).joinpath("page.html").read_bytes()
-
-
-def _parse_chat(raw: str | bytes) -> tuple[str, str] | str:
-    """The (name, text) of a chat message, or the reason it was refused."""
-    if not isinstance(raw, str):
-        return "send chat messages as JSON text"
-    try:
-        message = json.loads(raw)
-    except ValueError:
-        return "not JSON"
-    if not isinstance(message, dict) or message.get("type") != "chat":
-        return 'expected {"type": "chat", "name": ..., "text": ...}'
+def validate_chat(message: object) -> tuple[str, str] | str:
+    """The cleaned (name, text) of a chat message, or the reason it was refused."""
+    if not isinstance(message, dict):
+        return 'expected {"name": ..., "text": ...}'
     name, text = message.get("name"), message.get("text")
     if not isinstance(name, str) or not isinstance(text, str):
         return "name and text must be strings"
@@ -74,47 +68,16 @@ def _parse_chat(raw: str | bytes) -> tuple[str, str] | str:
     return name, text
 
 
-def make_handler(room: ChatRoom) -> Callable[[WebSocketConnection], Awaitable[None]]:
-    async def chat(ws: WebSocketConnection) -> None:
-        room.members.add(ws)
-        try:
-            await ws.send(json.dumps({"type": "welcome", "version": __version__, "transport": "websocket"}))
-            async for raw in ws:
-                room.messages_in += 1
-                parsed = _parse_chat(raw)
-                if isinstance(parsed, str):
-                    await ws.send(json.dumps({"type": "error", "reason": parsed}))
-                    continue
-                name, text = parsed
-                room.publish({"type": "chat", "name": name, "text": text, "at": time.time()})
-        except ConnectionClosed:
-            pass
-        finally:
-            room.members.discard(ws)
-
-    return chat
-
-
-def make_process_request(page: bytes) -> Callable[[Request], Awaitable[Response | None]]:
-    async def process_request(request: Request) -> Response | None:
-        if request.path == "/ws":
-            return None
-        if request.path in ("/", "/index.html") and request.method in ("GET", "HEAD"):
-            return Response(200, page, [("content-type", "text/html; charset=utf-8"), ("cache-control", "no-store")])
-        return Response.text(404)
-
-    return process_request
-
-
-async def publish_stats(room: ChatRoom) -> None:
-    last_wall, last_cpu = time.monotonic(), _cpu_seconds()
-    while True:
-        await trio.sleep(STATS_INTERVAL)
-        wall, cpu = time.monotonic(), _cpu_seconds()
-        percent = 100.0 * (cpu - last_cpu) / max(wall - last_wall, 1e-9)
-        last_wall, last_cpu = wall, cpu
-        if room.members:
-            room.publish(room.stats(percent))
+def _parse_ws_chat(raw: str | bytes) -> tuple[str, str] | str:
+    if not isinstance(raw, str):
+        return "send chat messages as JSON text"
+    try:
+        message = json.loads(raw)
+    except ValueError:
+        return "not JSON"
+    if not isinstance(message, dict) or message.get("type") != "chat":
+        return 'expected {"type": "chat", "name": ..., "text": ...}'
+    return validate_chat(message)
 
 
 def _cpu_seconds() -> float:
@@ -122,31 +85,159 @@ def _cpu_seconds() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-async def start_demo(
-    nursery: trio.Nursery, host: str = "127.0.0.1", port: int = 8000
-) -> tuple[WebSocketServer, ChatRoom]:
-    """Start the demo in ``nursery``; return the server (for its port) and the room."""
-    room = ChatRoom()
-    server: WebSocketServer = await nursery.start(
-        lambda task_status: serve(
-            {"/ws": make_handler(room)},
-            host,
-            port,
-            process_request=make_process_request(_page()),
-            task_status=task_status,
-        )
-    )
-    nursery.start_soon(publish_stats, room)
-    return server, room
+class Demo:
+    """The demo's wiring and its whole state: who is connected and what has been counted.
+
+    ``messages_in`` counts chat lines received (accepted or refused), ``messages_out``
+    chat lines delivered (one per receiver); the counters themselves are not counted.
+    """
+
+    def __init__(self) -> None:
+        self.sio = SocketIOServer()
+        self.ws_members: set[WebSocketConnection] = set()
+        self.messages_in = 0
+        self.messages_out = 0
+        self.started = time.monotonic()
+        self.server: WebSocketServer | None = None
+        self._cpu_percent = 0.0
+        self._page = _resource("page.html")
+        self._static = {name: (_resource(f"static/{name}"), kind) for name, kind in STATIC_FILES.items()}
+        self._register()
+
+    @property
+    def port(self) -> int:
+        assert self.server is not None, "the demo is not serving yet"
+        return self.server.port
+
+    # ------------------------------------------------------------------ chat
+
+    async def publish(self, name: str, text: str, via: str) -> None:
+        """Send a chat line to every client of both doors; each door encodes it once."""
+        payload = {"name": name, "text": text, "at": time.time(), "via": via}
+        self.messages_out += self.sio_client_count()
+        await self.sio.emit("chat", payload)
+        self.messages_out += broadcast(self.ws_members, json.dumps({"type": "chat", **payload}, separators=(",", ":")))
+
+    def _register(self) -> None:
+        sio = self.sio
+
+        @sio.on("connect")
+        async def on_connect(socket: Socket, auth: Any) -> None:
+            if isinstance(auth, dict) and auth.get("stats"):
+                await socket.join(STATS_ROOM)
+            await socket.emit(
+                "welcome", {"version": __version__, "speedups": _speedups.IMPLEMENTATION, "id": socket.id}
+            )
+
+        @sio.on("chat")
+        async def on_chat(socket: Socket, message: Any = None, *_: Any) -> dict[str, Any]:
+            self.messages_in += 1
+            parsed = validate_chat(message)
+            if isinstance(parsed, str):
+                return {"error": parsed}
+            await self.publish(*parsed, via=socket.transport)
+            return {"ok": True}
+
+    async def ws_chat(self, ws: WebSocketConnection) -> None:
+        """The plain WebSocket door (``/ws``)."""
+        self.ws_members.add(ws)
+        try:
+            await ws.send(json.dumps({"type": "welcome", "version": __version__, "transport": "websocket"}))
+            async for raw in ws:
+                self.messages_in += 1
+                parsed = _parse_ws_chat(raw)
+                if isinstance(parsed, str):
+                    await ws.send(json.dumps({"type": "error", "reason": parsed}))
+                    continue
+                await self.publish(*parsed, via="ws")
+        except ConnectionClosed:
+            pass
+        finally:
+            self.ws_members.discard(ws)
+
+    # ------------------------------------------------------------------ counters
+
+    def sio_client_count(self) -> int:
+        return len(self.sio.of("/").sockets)
+
+    def transport_counts(self) -> dict[str, int]:
+        counts = {"polling": 0, "websocket": 0}
+        for socket in self.sio.of("/").sockets.values():
+            counts[socket.transport] = counts.get(socket.transport, 0) + 1
+        return counts
+
+    def stats(self) -> dict[str, Any]:
+        transports = self.transport_counts()
+        return {
+            "clients": self.sio_client_count() + len(self.ws_members),
+            "polling": transports["polling"],
+            "websocket": transports["websocket"],
+            "plain_ws": len(self.ws_members),
+            "messages_in": self.messages_in,
+            "messages_out": self.messages_out,
+            "uptime": round(time.monotonic() - self.started, 1),
+            "cpu_percent": round(self._cpu_percent, 1),
+            "speedups": _speedups.IMPLEMENTATION,
+        }
+
+    async def publish_stats(self) -> None:
+        last_wall, last_cpu = time.monotonic(), _cpu_seconds()
+        while True:
+            await trio.sleep(STATS_INTERVAL)
+            wall, cpu = time.monotonic(), _cpu_seconds()
+            self._cpu_percent = 100.0 * (cpu - last_cpu) / max(wall - last_wall, 1e-9)
+            last_wall, last_cpu = wall, cpu
+            stats = self.stats()
+            # Volatile: a client that is busy (a poll in flight) skips a tick rather than queueing.
+            await self.sio.emit("stats", stats, to=STATS_ROOM, volatile=True)
+            if self.ws_members:
+                broadcast(self.ws_members, json.dumps({"type": "stats", **stats}))
+
+    # ------------------------------------------------------------------ HTTP
+
+    async def process_request(self, request: Request) -> Response | None:
+        if request.path == "/ws":
+            return None
+        if request.method not in ("GET", "HEAD"):
+            return Response.text(405)
+        if request.path in ("/", "/index.html"):
+            return Response(200, self._page, [("content-type", "text/html; charset=utf-8"), ("cache-control", "no-store")])
+        if request.path.startswith("/static/"):
+            found = self._static.get(request.path[len("/static/") :])
+            if found is not None:
+                body, kind = found
+                return Response(200, body, [("content-type", kind), ("cache-control", "max-age=3600")])
+        return Response.text(404)
+
+    async def run(self, host: str = "127.0.0.1", port: int = 8000, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+        async with trio.open_nursery() as nursery:
+            self.server = await nursery.start(
+                lambda task_status: self.sio.serve(
+                    host,
+                    port,
+                    handler={"/ws": self.ws_chat},
+                    process_request=self.process_request,
+                    task_status=task_status,
+                )
+            )
+            nursery.start_soon(self.publish_stats)
+            task_status.started(self)
+
+
+async def start_demo(nursery: trio.Nursery, host: str = "127.0.0.1", port: int = 8000) -> Demo:
+    """Start the demo in ``nursery``; return it once it listens (``demo.port``)."""
+    demo = Demo()
+    await nursery.start(demo.run, host, port)
+    return demo
 
 
 async def run_demo(host: str, port: int) -> None:
     async with trio.open_nursery() as nursery:
-        server, _ = await start_demo(nursery, host, port)
+        demo = await start_demo(nursery, host, port)
         shown_host = f"[{host}]" if ":" in host else host
         print(
             f"volleyio {__version__} demo (speedups: {_speedups.IMPLEMENTATION}) on "
-            f"http://{shown_host}:{server.port}/  (Ctrl-C to stop)",
+            f"http://{shown_host}:{demo.port}/  (Ctrl-C to stop)",
             file=sys.stderr,
             flush=True,
         )
