@@ -20,6 +20,9 @@ cdef extern from "Python.h":
     object PyUnicode_New(Py_ssize_t size, Py_UCS4 maxchar)
     void *PyUnicode_DATA(object o)
     object PyUnicode_DecodeUTF8(const char *s, Py_ssize_t size, const char *errors)
+    bint PyUnicode_IS_ASCII(object o)
+    Py_ssize_t PyUnicode_GET_LENGTH(object o)
+    object PyUnicode_AsUTF8String(object o)
 
 cdef extern from "vio_simd.h" nogil:
     ctypedef struct vio_utf8_state:
@@ -375,14 +378,56 @@ def parse_frames(data, mask_required, max_payload, allowed_rsv, decode_text):
     return frames, pos, err
 
 
+cdef object _build_frame(int b0, const uint8_t *data, Py_ssize_t n, const uint8_t *key):
+    """Header + payload (masked with the 4 bytes at ``key`` unless it is NULL)."""
+    cdef Py_ssize_t hlen
+    cdef uint8_t *out
+    cdef int mbit = 0x80 if key != NULL else 0
+    if n < 126:
+        hlen = 2
+    elif n < 0x10000:
+        hlen = 4
+    else:
+        hlen = 10
+    if mbit:
+        hlen += 4
+    frame = PyBytes_FromStringAndSize(NULL, hlen + n)
+    out = <uint8_t *>PyBytes_AS_STRING(frame)
+    out[0] = <uint8_t>b0
+    if n < 126:
+        out[1] = <uint8_t>(mbit | n)
+    elif n < 0x10000:
+        out[1] = <uint8_t>(mbit | 126)
+        out[2] = <uint8_t>(n >> 8)
+        out[3] = <uint8_t>n
+    else:
+        out[1] = <uint8_t>(mbit | 127)
+        out[2] = <uint8_t>((<uint64_t>n) >> 56)
+        out[3] = <uint8_t>((<uint64_t>n) >> 48)
+        out[4] = <uint8_t>((<uint64_t>n) >> 40)
+        out[5] = <uint8_t>((<uint64_t>n) >> 32)
+        out[6] = <uint8_t>(n >> 24)
+        out[7] = <uint8_t>(n >> 16)
+        out[8] = <uint8_t>(n >> 8)
+        out[9] = <uint8_t>n
+    if mbit:
+        memcpy(out + hlen - 4, key, 4)
+        if n < NOGIL_MIN:
+            vio_mask(out + hlen, data, n, key)
+        else:
+            with nogil:
+                vio_mask(out + hlen, data, n, key)
+    else:
+        memcpy(out + hlen, data, n)
+    return frame
+
+
 def encode_frame(opcode, payload, fin=True, rsv=0, mask_key=None):
     """Serialize one frame with the shortest length encoding."""
     cdef Py_buffer view
-    cdef Py_ssize_t n, hlen
     cdef uint8_t k[4]
-    cdef uint8_t *out
-    cdef int b0, mbit
-    cdef object frame
+    cdef const uint8_t *key = NULL
+    cdef int b0
     if not 0 <= opcode <= 0xF:
         raise ValueError(f"opcode out of range: {opcode}")
     if not 0 <= rsv <= 0x7:
@@ -390,48 +435,25 @@ def encode_frame(opcode, payload, fin=True, rsv=0, mask_key=None):
     b0 = (0x80 if fin else 0) | (<int>rsv << 4) | <int>opcode
     if mask_key is not None:
         _load_key(mask_key, 0, k)
-        mbit = 0x80
-    else:
-        mbit = 0
+        key = k
     PyObject_GetBuffer(payload, &view, PyBUF_SIMPLE)
     try:
-        n = view.len
-        if n < 126:
-            hlen = 2
-        elif n < 0x10000:
-            hlen = 4
-        else:
-            hlen = 10
-        if mbit:
-            hlen += 4
-        frame = PyBytes_FromStringAndSize(NULL, hlen + n)
-        out = <uint8_t *>PyBytes_AS_STRING(frame)
-        out[0] = <uint8_t>b0
-        if n < 126:
-            out[1] = <uint8_t>(mbit | n)
-        elif n < 0x10000:
-            out[1] = <uint8_t>(mbit | 126)
-            out[2] = <uint8_t>(n >> 8)
-            out[3] = <uint8_t>n
-        else:
-            out[1] = <uint8_t>(mbit | 127)
-            out[2] = <uint8_t>((<uint64_t>n) >> 56)
-            out[3] = <uint8_t>((<uint64_t>n) >> 48)
-            out[4] = <uint8_t>((<uint64_t>n) >> 40)
-            out[5] = <uint8_t>((<uint64_t>n) >> 32)
-            out[6] = <uint8_t>(n >> 24)
-            out[7] = <uint8_t>(n >> 16)
-            out[8] = <uint8_t>(n >> 8)
-            out[9] = <uint8_t>n
-        if mbit:
-            memcpy(out + hlen - 4, k, 4)
-            if n < NOGIL_MIN:
-                vio_mask(out + hlen, <const uint8_t *>view.buf, n, k)
-            else:
-                with nogil:
-                    vio_mask(out + hlen, <const uint8_t *>view.buf, n, k)
-        else:
-            memcpy(out + hlen, view.buf, n)
+        return _build_frame(b0, <const uint8_t *>view.buf, view.len, key)
     finally:
         PyBuffer_Release(&view)
-    return frame
+
+
+def encode_message(message):
+    """One final, unmasked frame carrying a whole message: text for ``str``, binary otherwise."""
+    cdef Py_buffer view
+    if isinstance(message, str):
+        if PyUnicode_IS_ASCII(message):
+            # ASCII text is its own UTF-8: framed straight from the str, no encoded copy.
+            return _build_frame(0x81, <const uint8_t *>PyUnicode_DATA(message), PyUnicode_GET_LENGTH(message), NULL)
+        encoded = PyUnicode_AsUTF8String(message)
+        return _build_frame(0x81, <const uint8_t *>PyBytes_AS_STRING(encoded), PyBytes_GET_SIZE(encoded), NULL)
+    PyObject_GetBuffer(message, &view, PyBUF_SIMPLE)
+    try:
+        return _build_frame(0x82, <const uint8_t *>view.buf, view.len, NULL)
+    finally:
+        PyBuffer_Release(&view)

@@ -31,7 +31,9 @@ else:
 yaml = pytest.importorskip("yaml")
 
 PYTHONS = ("cp310", "cp311", "cp312", "cp313", "cp314", "cp314t")
-EXPORTS = ("mask", "mask_inplace", "validate_utf8", "Utf8Validator", "parse_frames", "encode_frame")
+EXPORTS = (
+    "mask", "mask_inplace", "validate_utf8", "Utf8Validator", "parse_frames", "encode_frame", "encode_message",
+)
 
 
 def _workflow() -> dict[Any, Any]:

@@ -595,6 +595,29 @@ def test_encode_roundtrip_all_opcodes(sp):
             assert frames == [(opcode, True, 0, b"payload")] and consumed == len(data) and err is None
 
 
+@pytest.mark.parametrize("n", [0, 1, 125, 126, 65535, 65536, 200_000])
+def test_encode_message_is_a_final_unmasked_frame(sp, n):
+    payload = os.urandom(n)
+    assert sp.encode_message(payload) == frame(2, payload)
+    assert sp.encode_message(bytearray(payload)) == frame(2, payload)
+    assert sp.encode_message(memoryview(payload)) == frame(2, payload)
+    ascii_text = ("abc" * n)[:n]
+    assert sp.encode_message(ascii_text) == frame(1, ascii_text.encode())
+    text = ("é€😀x" * n)[:n]
+    assert sp.encode_message(text) == frame(1, text.encode())
+
+
+def test_encode_message_text_subclass_and_errors(sp):
+    class Text(str):
+        pass
+
+    assert sp.encode_message(Text("hé")) == frame(1, "hé".encode())
+    with pytest.raises(UnicodeEncodeError):
+        sp.encode_message("lone \ud800 surrogate")
+    with pytest.raises(TypeError):
+        sp.encode_message(12)
+
+
 # --------------------------------------------------------------------- compiled vs pure
 
 
@@ -720,6 +743,13 @@ def test_prop_parse_random_bytes_matches(both, data, mask_required, decode_text)
     assert comp.parse_frames(data, mask_required, 100, 4, decode_text) == pure.parse_frames(
         data, mask_required, 100, 4, decode_text
     )
+
+
+@SETTINGS
+@given(message=st.one_of(st.text(max_size=300), st.binary(max_size=70_000)))
+def test_prop_encode_message_matches(both, message):
+    pure, comp = both
+    assert comp.encode_message(message) == pure.encode_message(message)
 
 
 @SETTINGS

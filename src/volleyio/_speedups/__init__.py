@@ -46,6 +46,9 @@ is a TypeError.
     a rule; frames before it are still returned and ``consumed`` stops at it.
 ``encode_frame(opcode, payload, fin=True, rsv=0, mask_key=None) -> bytes``
     One frame, header and (masked when ``mask_key`` is given) payload.
+``encode_message(message) -> bytes``
+    One final, unmasked frame of a whole message: text (UTF-8) for ``str``, binary for
+    any bytes-like object (a server's frame when no extension is negotiated).
 """
 
 from __future__ import annotations
@@ -58,7 +61,9 @@ from . import _pure
 
 IMPLEMENTATION: str = "python"
 
-_EXPORTS = ("mask", "mask_inplace", "validate_utf8", "Utf8Validator", "parse_frames", "encode_frame")
+_EXPORTS = (
+    "mask", "mask_inplace", "validate_utf8", "Utf8Validator", "parse_frames", "encode_frame", "encode_message",
+)
 
 
 def _load_compiled() -> ModuleType | None:
@@ -107,6 +112,7 @@ validate_utf8 = _pure.validate_utf8
 Utf8Validator = _pure.Utf8Validator
 parse_frames = _pure.parse_frames
 encode_frame = _pure.encode_frame
+encode_message = _pure.encode_message
 
 if "compiled" not in available():
     select("python")

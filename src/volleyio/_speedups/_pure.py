@@ -261,3 +261,14 @@ def encode_frame(
         return header + bytes(payload)
     key = _check_key(mask_key)
     return header + key + mask(payload, key)
+
+
+def encode_message(message: str | Buffer) -> bytes:
+    """One final, unmasked frame carrying a whole message: text for ``str``, binary otherwise.
+
+    The server's everyday frame (no extension, no mask): ``encode_frame(1,
+    message.encode("utf-8"))`` for text, ``encode_frame(2, message)`` for bytes-like.
+    """
+    if isinstance(message, str):
+        return encode_frame(0x1, message.encode("utf-8"))
+    return encode_frame(0x2, message)

@@ -422,16 +422,13 @@ class WebSocketConnection:
         """
         if self._state is not ConnectionState.OPEN:
             raise self._closed_error()
+        if not (self.extensions or self._outgoing or self._is_client):
+            return _speedups.encode_message(message)
         if isinstance(message, str):
-            opcode = OP_TEXT
-            payload: BytesLike = message.encode("utf-8")
+            self._send_message(OP_TEXT, message.encode("utf-8"), None, None)
         else:
-            opcode = OP_BINARY
-            payload = message
-        if self.extensions or self._outgoing or self._is_client:
-            self._send_message(opcode, payload, None, None)
-            return self.data_to_send()
-        return _speedups.encode_frame(opcode, payload, True, 0, None)
+            self._send_message(OP_BINARY, message, None, None)
+        return self.data_to_send()
 
     def send_raw_frames(self, data: bytes) -> None:
         """Queue already-encoded frames (from :func:`encode_message_frames`) as they are.
