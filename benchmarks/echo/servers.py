@@ -36,6 +36,24 @@ def run_volleyio(port: int) -> None:
     trio.run(main)
 
 
+def run_volleyio_callbacks(port: int) -> None:
+    import trio
+
+    import volleyio.trio as vt
+
+    class Echo(vt.MessageHandler):
+        def on_message(self, ws: vt.WebSocketConnection, message: str | bytes) -> None:
+            ws.send_nowait(message)
+
+    async def main() -> None:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(lambda task_status: vt.serve(Echo(), "127.0.0.1", port, backlog=8192,
+                                                             task_status=task_status))
+            ready()
+
+    trio.run(main)
+
+
 def run_websockets_asyncio(port: int) -> None:
     from websockets.asyncio.server import serve
 
@@ -210,6 +228,7 @@ def run_trio_socket(port: int) -> None:
 
 SERVERS = {
     "volleyio": run_volleyio,
+    "volleyio-callbacks": run_volleyio_callbacks,
     "websockets-asyncio": run_websockets_asyncio,
     "websockets-trio": run_websockets_trio,
     "picows": run_picows,

@@ -18,9 +18,9 @@ Client::
 
 from __future__ import annotations
 
-from ._broadcast import FANOUT_LIMIT, broadcast
+from ._broadcast import broadcast
 from ._client import backoff_delay, connect, parse_url, reconnecting
-from ._connection import Limits, Statistics, WebSocketConnection
+from ._connection import FANOUT_LIMIT, Limits, MessageHandler, Statistics, WebSocketConnection
 from ._engineio_client import (
     EngineIOClientConnection,
     EngineIOConnectError,
@@ -74,6 +74,7 @@ __all__ = [
     "HttpMount",
     "InvalidURI",
     "Limits",
+    "MessageHandler",
     "Namespace",
     "Request",
     "Response",

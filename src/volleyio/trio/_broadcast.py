@@ -6,10 +6,7 @@ from collections.abc import Iterable
 from typing import Union
 
 from ..websocket.deflate import PreparedMessage
-from ._connection import WebSocketConnection
-
-#: LIMITS.md: fan-out queue per connection.
-FANOUT_LIMIT = 1_048_576
+from ._connection import FANOUT_LIMIT, WebSocketConnection
 
 
 def broadcast(

@@ -46,11 +46,13 @@ from typing import Any, Union
 
 import trio
 
+from .. import _speedups
 from .. import websocket as _ws
 from ..websocket.events import CloseReceived as _CloseReceived
 from ..websocket.events import ConnectionClosed as _WSClosed
 from ..websocket.events import MessageChunk as _MessageChunk
 from ..websocket.events import Pong as _Pong
+from ..errors import ConnectionClosedError as _CoreClosedError
 from ._errors import ConnectionClosed, closed_exception
 
 logger = logging.getLogger("volleyio.trio")
@@ -167,6 +169,49 @@ class BatchFlusher:
                     ws._flush_nowait()
 
 
+class MessageHandler:
+    """The callback-style alternative to an ``async def handler(ws)`` for :func:`serve`.
+
+    Subclass it and pass an instance (or a ``{path: handler}`` mapping holding some) to
+    ``serve()``. Its methods run synchronously in the connection's own task, the one
+    that reads the socket: there is no per-message coroutine, wake-up or queue, which is
+    the cheapest way to handle many small messages (the shape of picows' listeners).
+    They must not block; start tasks for slow work.
+
+    * ``on_open(ws)`` -- once, before the first message is read.
+    * ``on_message(ws, message)`` -- each message, ``str`` (text) or ``bytes`` (binary),
+      whole (fragments are assembled; ``max_message_size`` still applies).
+    * ``on_close(ws)`` -- once, after the connection closed (``ws.close_code`` and
+      ``ws.close_reason`` tell how).
+
+    Reply with :meth:`WebSocketConnection.send_nowait`: replies made while a read is
+    being handled leave together, in one write, when the read's messages are done.
+    While the peer does not take what was written, the connection stops reading it (TCP
+    backpressure), so an echo-style handler holds at most one read's worth of replies.
+    ``ws.close_nowait()`` closes from a callback; ``await ws.send()``, ``ws.ping()`` and
+    ``ws.close()`` work from other tasks. ``receive()`` is not available in this mode.
+    An exception in a callback is logged and closes that connection with 1011.
+    """
+
+    def on_open(self, ws: WebSocketConnection) -> None:
+        """The connection is open (nothing has been read yet)."""
+
+    def on_message(self, ws: WebSocketConnection, message: Data) -> None:
+        """One whole message from the peer."""
+
+    def on_close(self, ws: WebSocketConnection) -> None:
+        """The connection is closed; nothing more will be delivered."""
+
+
+#: LIMITS.md: bytes a connection may hold for a peer through send_nowait()/broadcast()
+#: before it is closed 1008 "slow consumer".
+FANOUT_LIMIT = 1_048_576
+
+
+def _handler_mode_error() -> RuntimeError:
+    return RuntimeError("this connection is served by a MessageHandler: messages go to its on_message()")
+
+
 def _raw_socket(stream: trio.abc.Stream) -> _socket.socket | None:
     """The stdlib socket under a plain ``trio.SocketStream`` (None for TLS and others)."""
     if not isinstance(stream, trio.SocketStream):
@@ -190,7 +235,9 @@ class WebSocketConnection:
         "close_reason", "_close_sent", "_close_received", "_closed_event_", "_eof", "_transport_closed",
         "_stream_closed", "_ka_reads", "_ka_ping_at", "_ka_last", "_n_msg_in", "_n_msg_out", "_n_bytes_in",
         "_n_bytes_out", "_n_reads", "_n_writes", "_n_pings", "_n_pongs", "_reader_active", "_reader_scope",
-        "_reader_lot_", "_inline_reader", "_receiver_owns", "_batch", "_deferred", "__weakref__",
+        "_reader_lot_", "_inline_reader", "_receiver_owns", "_batch", "_deferred",
+        "_handler", "_parts", "_backlog", "_dispatching", "_closing_scope", "_read_hot", "_encode_plain",
+        "__weakref__",
     )
 
     def __init__(
@@ -273,6 +320,16 @@ class WebSocketConnection:
         # Write coalescing (server side, plain TCP): see send() and BatchFlusher.
         self._batch: BatchFlusher | None = None
         self._deferred = False
+        self._read_hot = False  # the last read found data without waiting (see _read_step)
+        # Callback mode (a MessageHandler): messages go to on_message from the reader.
+        self._handler: MessageHandler | None = None
+        self._parts: list[Any] | None = None  # a fragmented message being assembled for it
+        # Messages read but held back while the replies already made exceed write_high.
+        self._backlog: list[Data] | None = None
+        self._dispatching = False  # on_message runs: send_nowait() appends to the batch
+        self._closing_scope: trio.CancelScope | None = None  # bounds the close in callback mode
+        # send_nowait()'s framing when the core would add nothing (server, no extension).
+        self._encode_plain = None if client or proto.extensions else _speedups.encode_message
         # Keepalive bookkeeping (see _keepalive.Keepalive).
         self._ka_reads = -1
         self._ka_ping_at: float | None = None
@@ -313,7 +370,8 @@ class WebSocketConnection:
             raise self._closed_exc()
         proto = self._proto
         if compress is None:
-            data = proto.send_message(message)
+            encode = self._encode_plain
+            data = encode(message) if encode is not None else proto.send_message(message)
         else:
             if isinstance(message, str):
                 proto.send_text(message, compress=compress)
@@ -351,6 +409,63 @@ class WebSocketConnection:
         self._n_msg_out += 1
         await self._write(frame)
 
+    def send_nowait(self, message: Data | bytearray | memoryview, *, limit: int = FANOUT_LIMIT) -> bool:
+        """Queue one message without waiting: ``str`` as text, bytes-like as binary.
+
+        Returns False when the connection is closing or closed (nothing is queued). Inside
+        a :class:`MessageHandler` callback of this connection the message joins the
+        read's batch; otherwise it is written at once when the kernel takes it. Bytes the
+        peer has not taken are buffered up to ``limit``; the message that would go beyond
+        closes the connection with 1008 "slow consumer" (and False is returned).
+        """
+        if self._close_sent or self.state != "OPEN":
+            return False
+        encode = self._encode_plain
+        if encode is not None:
+            # No extension, server side: the frame needs nothing of the core. (When the
+            # peer's close came in this very read, the reply still precedes our close
+            # answer, which the reader appends after the read's messages: allowed.)
+            data = encode(message)
+        else:
+            try:
+                data = self._proto.send_message(message)
+            except _CoreClosedError:
+                return False  # the peer's close arrived in this read: the core has answered it
+        out = self._out
+        if self._dispatching:
+            if len(out) + len(data) > limit:
+                self._slow_consumer()
+                return False
+            out += data
+            self._n_msg_out += 1
+            return True
+        if self.write_frame_nowait(data, limit):
+            return True
+        self._slow_consumer()
+        return False
+
+    def close_nowait(self, code: int = 1000, reason: str = "") -> None:
+        """Start the closing handshake without waiting (e.g. from a callback).
+
+        The close frame follows what is already queued; the connection's task waits for
+        the peer's answer for at most ``close_timeout``, then drops TCP. ``ValueError``
+        for an invalid code or a reason over 123 UTF-8 bytes. Nothing happens if a close
+        was already sent.
+        """
+        if self._close_sent or self.state == "CLOSED":
+            return
+        self._proto.close(None if code == 1005 else code, reason)
+        self._close_sent = True
+        self.state = "CLOSING"
+        frame = self._proto.data_to_send()
+        if self._dispatching:
+            self._out += frame
+        else:
+            self._queue_control(frame)
+        scope = self._closing_scope
+        if scope is not None:
+            scope.deadline = min(scope.deadline, trio.current_time() + self.limits.close_timeout)
+
     async def receive(self) -> Data:
         """The next message (``str`` or ``bytes``); raises ConnectionClosed once closed."""
         queue = self._queue
@@ -369,6 +484,8 @@ class WebSocketConnection:
                 return await self._assemble()
             if self._deferred:
                 self._flush_nowait()  # replies coalesced during the batch go out before we wait
+            if self._handler is not None:
+                raise _handler_mode_error()
             # _await_more(), inlined: one coroutine frame less while idle.
             if self._can_read_inline():
                 await self._read_inline()
@@ -509,6 +626,8 @@ class WebSocketConnection:
 
     async def _await_more(self) -> None:
         """Wait until the queue has something: read inline when we can, else park."""
+        if self._handler is not None:
+            raise _handler_mode_error()
         if self._can_read_inline():
             await self._read_inline()
         else:
@@ -662,6 +781,20 @@ class WebSocketConnection:
         else:
             await self._flush_raw()
 
+    async def wait_written(self) -> None:
+        """Wait until the outgoing buffer is empty (written by this task, or by the task
+        already flushing it). Raises ConnectionClosed if the transport fails."""
+        while self._out and not self._transport_closed:
+            if self._raw is not None:
+                if self._flushing:
+                    await self._drain_lot.park()  # woken as the flusher finishes
+                else:
+                    await self._flush_raw()
+            elif self._write_lock.locked():
+                await self._drain_lot.park()  # woken as the writer takes the buffer
+            else:
+                await self._write_stream(b"")
+
     async def _flush_raw(self) -> None:
         """Drain ``_out`` until it is below the high-water mark (called by one task at a time)."""
         raw = self._raw
@@ -792,10 +925,12 @@ class WebSocketConnection:
                 initial, self._initial = self._initial, b""
                 self._feed(memoryview(initial))
                 await self._flush_from_reader()
-            if self._raw is not None:
-                await self._read_raw()
-            else:
+            if self._raw is None:
                 await self._read_stream()
+            elif self._handler is not None:
+                await self._read_raw_for_handler()
+            else:
+                await self._read_raw()
         except trio.Cancelled:
             raise
         except Exception as exc:  # noqa: BLE001 - a reader failure closes this connection only
@@ -837,6 +972,59 @@ class WebSocketConnection:
             await self._read_step(True)
         if self._eof:
             self._on_eof()
+
+    async def _read_raw_for_handler(self) -> None:
+        """The read loop of callback mode on plain TCP (see :class:`MessageHandler`).
+
+        Every round has exactly one scheduling point. A round whose read found data
+        without waiting yields once the replies are written: the other connections run
+        meanwhile, and under load this peer's next data has arrived by the time the
+        read comes round again, so the loop rarely pays for a failed ``recv`` plus a
+        ``wait_readable`` re-arm. A read that had to wait was already a yield.
+        """
+        raw = self._raw
+        assert raw is not None
+        recv_into = raw.recv_into
+        view = _scratch_view
+        while self.state != "CLOSED" and not self._eof:
+            try:
+                n = recv_into(view)
+            except BlockingIOError:
+                n = -1
+            except OSError:
+                self._eof = True
+                return
+            if n < 0:
+                # Waiting outside the except block: no exception kept alive while idle.
+                await trio.lowlevel.wait_readable(raw)
+                try:
+                    n = recv_into(view)
+                except BlockingIOError:
+                    continue
+                except OSError:
+                    self._eof = True
+                    return
+                waited = True
+            else:
+                waited = False
+            if n == 0:
+                self._eof = True
+                return
+            self._n_reads += 1
+            self._n_bytes_in += n
+            self._feed(view[:n])
+            out = self._out
+            if out and self._backlog is None and not self._flushing and not self._transport_closed:
+                # The usual case: the kernel takes all the replies of this read at once.
+                sent = self._send_now(out)
+                if sent == len(out):
+                    out.clear()
+                elif sent > 0:
+                    del out[:sent]
+            if out or self._backlog:
+                await self._settle_batch()  # waits while the peer does not take the replies
+            if not waited:
+                await _checkpoint()
 
     async def _read_inline(self) -> None:
         """One read by the receiving task itself (plain TCP, queue empty)."""
@@ -901,6 +1089,12 @@ class WebSocketConnection:
         """Read once (waiting for readability if nothing is there) and dispatch."""
         raw = self._raw
         assert raw is not None
+        if self._read_hot and not is_reader:
+            # The last read found data without waiting (a busy peer): yield before this
+            # one. The other connections run meanwhile and this peer's answer to what we
+            # just wrote is likely there by then, saving a failed recv and the re-arm
+            # of a wait_readable.
+            await _checkpoint()
         # No await between filling the shared scratch buffer and feeding it to the
         # core (which copies only the tail of an incomplete frame).
         try:
@@ -910,6 +1104,7 @@ class WebSocketConnection:
         except OSError:
             self._eof = True
             return
+        self._read_hot = n > 0
         if n < 0:
             # Waiting outside the except block: no exception/traceback kept alive while idle.
             if is_reader:
@@ -952,7 +1147,9 @@ class WebSocketConnection:
             self._n_reads += 1
             self._n_bytes_in += len(data)
             self._feed(data)
-            if self._out:
+            if self._handler is not None:
+                await self._settle_batch()
+            elif self._out:
                 await self._flush_from_reader()
         if self._eof:
             self._on_eof()
@@ -968,20 +1165,40 @@ class WebSocketConnection:
         event: Any
         if events is None:
             events = proto.events()
+        handler = self._handler
+        if handler is not None:
+            self._dispatching = True
+            out = self._out
+            write_high = self.limits.write_high
         for event in events:
             cls = event.__class__
             if cls is str or cls is bytes:
                 # A whole single-frame message (the core's plain_messages mode).
-                queue.append(event)
                 self._n_msg_in += 1
-                delivered = True
+                if handler is None:
+                    queue.append(event)
+                    delivered = True
+                elif self._close_sent:
+                    pass  # closing: nothing more for the application
+                elif self._backlog is None and len(out) <= write_high:
+                    # _call_handler(), inlined (the hot path of callback mode).
+                    try:
+                        handler.on_message(self, event)
+                    except Exception:  # noqa: BLE001 - the handler's bug closes this connection with 1011
+                        logger.exception("WebSocket on_message failed")
+                        self.close_nowait(1011, "internal error")
+                else:
+                    self._offer(handler, event)
             elif cls is _MessageChunk:
+                if event.final:
+                    self._n_msg_in += 1
+                if handler is not None:
+                    self._assemble_for_handler(handler, event)
+                    continue
                 if event.first and event.final:
                     queue.append(event.data)
                 else:
                     queue.append(_Fragment(event.data, event.first, event.final, event.is_text))
-                if event.final:
-                    self._n_msg_in += 1
                 delivered = True
             elif cls is _Pong:
                 self._n_pongs += 1
@@ -1008,11 +1225,111 @@ class WebSocketConnection:
         if failure is not None and self.close_code is None:
             # We failed the connection (a client then waits for the server's EOF).
             self.close_code, self.close_reason = failure.code, str(failure)
-        out = proto.data_to_send()
-        if out:
-            self._out += out
+        queued = proto.data_to_send()
+        if queued:
+            self._out += queued
         if delivered:
             self._wake_receivers()
+        self._dispatching = False
+
+    def _call_handler(self, handler: MessageHandler, message: Data) -> None:
+        try:
+            handler.on_message(self, message)
+        except Exception:  # noqa: BLE001 - the handler's bug closes this connection with 1011
+            logger.exception("WebSocket on_message failed")
+            self.close_nowait(1011, "internal error")
+
+    def _assemble_for_handler(self, handler: MessageHandler, chunk: Any) -> None:
+        """Collect a fragmented message's pieces; the whole message goes to on_message.
+        (The core bounds its total size by max_message_size.)"""
+        if chunk.first:
+            self._parts = []
+        parts = self._parts
+        assert parts is not None
+        parts.append(chunk.data)
+        if not chunk.final:
+            return
+        self._parts = None
+        if not self._close_sent:
+            self._offer(handler, "".join(parts) if chunk.is_text else b"".join(parts))
+
+    def _offer(self, handler: MessageHandler, message: Data) -> None:
+        """Deliver now, or hold back (in read order) while the replies made so far are
+        above ``write_high``: the reader writes them first (see _settle_batch)."""
+        if self._backlog is not None:
+            self._backlog.append(message)
+        elif len(self._out) > self.limits.write_high:
+            self._backlog = [message]
+        else:
+            self._call_handler(handler, message)
+
+    async def _settle_batch(self) -> None:
+        """Callback mode, after each read: write the replies, and deliver the messages
+        held back meanwhile, before anything more is read (TCP backpressure, with at
+        most one read's worth of messages and write_high of replies in memory)."""
+        while True:
+            try:
+                await self.wait_written()
+            except ConnectionClosed:
+                self._backlog = None
+                return
+            backlog = self._backlog
+            handler = self._handler
+            if backlog is None or handler is None or self._close_sent or self.state == "CLOSED":
+                self._backlog = None
+                return
+            self._backlog = None
+            self._dispatching = True
+            try:
+                for index, message in enumerate(backlog):
+                    if self._close_sent:
+                        break
+                    if len(self._out) > self.limits.write_high:
+                        self._backlog = backlog[index:]
+                        break
+                    self._call_handler(handler, message)
+            finally:
+                self._dispatching = False
+
+    async def _serve_handler(self, handler: MessageHandler) -> None:
+        """Run ``handler``'s callbacks on this connection until it is closed (server side).
+
+        This task is the connection's reader. It returns once the connection is closed
+        (handshake done, or ``close_timeout`` after a close was sent, or the transport
+        gone) and the transport dropped; the caller then runs :meth:`_handler_closed`.
+        """
+        self._handler = handler
+        self._reader_active = True  # this task reads: no reader task is ever started
+        try:
+            try:
+                handler.on_open(self)
+            except Exception:  # noqa: BLE001
+                logger.exception("WebSocket on_open failed")
+                self.close_nowait(1011, "internal error")
+            with trio.CancelScope() as scope:
+                self._closing_scope = scope
+                if self._close_sent:
+                    scope.deadline = trio.current_time() + self.limits.close_timeout
+                await self.run_reader()
+            if scope.cancelled_caught and self.state != "CLOSED":
+                self._abort(1006, "close timeout")
+        finally:
+            self._closing_scope = None
+            self._reader_active = False
+        if self.state != "CLOSED":
+            self._abort(1006, "")
+        await self._close_transport()
+
+    def _handler_closed(self) -> None:
+        """Run the handler's ``on_close`` (once, after the connection is closed)."""
+        handler, self._handler = self._handler, None
+        if handler is None:
+            return
+        self._parts = self._backlog = None
+        try:
+            handler.on_close(self)
+        except Exception:  # noqa: BLE001
+            logger.exception("WebSocket on_close failed")
 
     def _on_pong(self, payload: bytes) -> None:
         if not self._pings:

@@ -1322,7 +1322,7 @@ class _WebSocketLink:
         channel = self.channel
         try:
             while True:
-                await _wait_written(ws)
+                await ws.wait_written()
                 frames, closing = channel.take_outgoing()
                 app._pump_events()  # a close completed by take_outgoing
                 if frames:
@@ -1344,21 +1344,6 @@ class _WebSocketLink:
             app._pump_events()
         finally:
             self.busy = False
-
-
-async def _wait_written(ws: WebSocketConnection) -> None:
-    """Wait until the connection's outgoing buffer is empty (written by us, or by the
-    task already flushing it). Raises ConnectionClosed if the transport fails."""
-    while ws._out and not ws._transport_closed:
-        if ws._raw is not None:
-            if ws._flushing:
-                await ws._drain_lot.park()  # woken as the flusher finishes
-            else:
-                await ws._flush_raw()
-        elif ws._write_lock.locked():
-            await ws._drain_lot.park()  # woken as the writer takes the buffer
-        else:
-            await ws._write_stream(b"")
 
 
 def _carry(conn: h11.Connection | _FastBody, keep_alive: bool) -> bytes | None:

@@ -14,14 +14,16 @@ import trio
 from .. import websocket as _ws
 from ..errors import HandshakeError
 from . import _http
-from ._connection import BatchFlusher, Limits, WebSocketConnection
+from ._connection import BatchFlusher, Limits, MessageHandler, WebSocketConnection
 from ._errors import BaseExceptionGroup, ConnectionClosed, unwrap_group
 from ._http import Request, Response
 from ._keepalive import Keepalive
 
 logger = logging.getLogger("volleyio.trio.server")
 
-Handler = Callable[[WebSocketConnection], Awaitable[Any]]
+AsyncHandler = Callable[[WebSocketConnection], Awaitable[Any]]
+#: ``async def handler(ws)``, or a :class:`MessageHandler` (callbacks, no task per message).
+Handler = Union[AsyncHandler, MessageHandler]
 ProcessRequest = Callable[[Request], Awaitable[Union[Response, None]]]
 SelectSubprotocol = Callable[[Request, list[str]], Union[str, None]]
 
@@ -263,20 +265,11 @@ class WebSocketServer:
         self.connections.add(ws)
         self._keepalive.add(ws)
         ws._nursery = self._nursery
-        if ws._raw is not None:
-            ws._batch = self._batch
-        ws._start_reader()
-        await trio.lowlevel.checkpoint()  # let the reader start
         try:
-            code, reason = 1000, ""
-            try:
-                await handler(ws)
-            except ConnectionClosed:
-                pass
-            except Exception:  # noqa: BLE001 - the handler's bug closes this connection with 1011
-                logger.exception("WebSocket handler failed")
-                code, reason = 1011, "internal error"
-            await ws.close(code, reason)
+            if isinstance(handler, MessageHandler):
+                await ws._serve_handler(handler)
+            else:
+                await self._run_handler(ws, handler)
         finally:
             self.connections.discard(ws)
             self._keepalive.discard(ws)
@@ -290,6 +283,23 @@ class WebSocketServer:
                         except ConnectionClosed:
                             pass
                     await ws._close_transport()
+            ws._handler_closed()
+
+    async def _run_handler(self, ws: WebSocketConnection, handler: AsyncHandler) -> None:
+        if ws._raw is not None:
+            ws._batch = self._batch
+        ws._start_reader()
+        await trio.lowlevel.checkpoint()  # let the reader start
+        code, reason = 1000, ""
+        try:
+            await handler(ws)
+        except ConnectionClosed:
+            pass
+        except Exception:  # noqa: BLE001 - the handler's bug closes this connection with 1011
+            logger.exception("WebSocket handler failed")
+            code, reason = 1011, "internal error"
+        await ws.close(code, reason)
+
     def take_h11_connection(self, stream: trio.abc.Stream) -> h11.Connection | None:
         """For a mount's ``handle_http``: the h11 connection that parsed the request
         just dispatched on ``stream`` (its state is right after the request head, the
@@ -373,9 +383,9 @@ class WebSocketServer:
     def _route(self, path: str) -> Handler | None:
         if self.handler is None:
             return None
-        if callable(self.handler) and not isinstance(self.handler, Mapping):
-            return self.handler
-        return self.handler.get(path)
+        if isinstance(self.handler, Mapping):
+            return self.handler.get(path)
+        return self.handler
 
     async def _accept_or_reject(
         self, request: Request, h11_request: h11.Request
@@ -461,7 +471,9 @@ async def serve(
 ) -> None:
     """Serve WebSocket connections until cancelled (or ``server.shutdown()``).
 
-    ``handler`` is ``async def handler(ws)`` or a mapping ``{path: handler}``; other
+    ``handler`` is ``async def handler(ws)``, a :class:`MessageHandler` instance
+    (callbacks run by the connection's reader: the cheapest per message), or a
+    mapping ``{path: handler}`` of either; other
     paths get 404 and non-WebSocket requests on a WebSocket path 426. Use with
     ``server = await nursery.start(serve, handler, "127.0.0.1", 0)``. When the
     handler returns the connection is closed with 1000; when it raises, with 1011;
