@@ -20,6 +20,7 @@ import pytest
 import trio
 
 from _trio_support import JS_DIR, TEST_TIMEOUT, chromium_path, node_path, playwright_available, require_peer
+import volleyio.demo
 from volleyio import _speedups
 from volleyio.__main__ import _parser, main
 from volleyio.demo.client import format_event, socketio_base_url
@@ -27,7 +28,8 @@ from volleyio.demo.server import Demo, start_demo, validate_chat
 from volleyio.trio import SocketIOClient, connect
 
 SRC = Path(__file__).resolve().parent.parent / "src"
-NOTES = Path("/work/notes")
+#: Where to keep the demo's screenshots for a human to look at (unset: only tmp_path).
+SCREENSHOT_DIR = os.environ.get("VOLLEYIO_SCREENSHOT_DIR")
 
 
 # ------------------------------------------------------------------------------ helpers
@@ -116,7 +118,8 @@ async def test_page_and_socketio_bundle_are_served_and_unknown_paths_are_404() -
 
 
 def test_shipped_bundle_is_the_npm_one_with_its_licence() -> None:
-    static = SRC / "volleyio" / "demo" / "static"
+    # The installed package's copy (src/ in a checkout, site-packages for a wheel).
+    static = Path(volleyio.demo.__file__).parent / "static"
     licence = (static / "socket.io.min.js.LICENSE.txt").read_text()
     assert "Permission is hereby granted, free of charge" in licence
     assert "Guillermo Rauch" in licence and "Component contributors" in licence
@@ -519,8 +522,9 @@ async def _run_page(env: dict[str, str], mode: str, page_url: str, screenshot: P
 
 
 def _keep_screenshot(screenshot: Path, name: str) -> None:
-    if NOTES.is_dir():
-        shutil.copyfile(screenshot, NOTES / name)
+    if SCREENSHOT_DIR:
+        Path(SCREENSHOT_DIR).mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(screenshot, Path(SCREENSHOT_DIR) / name)
 
 
 def _check_chat(out: dict[str, Any], mode: str) -> None:

@@ -463,6 +463,30 @@ class Session:
             self._push(Packet(PacketType.MESSAGE, bytes(data) if not isinstance(data, str) else data))
         return True
 
+    def send_direct(self, data: Message) -> bool:
+        """For an I/O layer that writes WebSocket frames itself: record ``data`` as sent
+        when it would be the very next packet on the wire -- the session is open, on its
+        WebSocket, not upgrading, with nothing buffered -- and return True; the caller
+        then writes it at once, before anything sent later. Otherwise nothing is recorded
+        (False): use :meth:`send`. Saves the buffer round trip for broadcasts and for
+        replies to a peer that is not sending more."""
+        if (
+            self._state is not _State.OPEN
+            or self._outgoing
+            or self.transport != "websocket"
+            or self._upgrade is _Upgrade.PROBING
+            or self._upgrade is _Upgrade.PROBED
+        ):
+            return False
+        channel = self._websocket
+        if channel is None or channel.lost or channel.closing or channel._frames:
+            return False
+        if len(data) > self._server.config.max_buffered_bytes:
+            return False  # send() applies the slow-consumer rule
+        self._n_messages_out += 1
+        self._n_packets_out += 1
+        return True
+
     def close(self, now: float) -> None:
         """Close the session from the server side ("forced close"): buffered packets are
         still delivered, then ``1`` (polling) or a close frame (WebSocket)."""

@@ -566,16 +566,34 @@ class EngineIOApp:
         packet = data if isinstance(data, PreparedPacket) else PreparedPacket(data)
         targets = list(self._sessions) if sids is None else list(sids)
         count = 0
-        send = self.core.send
-        self._driving += 1
-        try:
-            for sid in targets:
-                if send(sid, packet, volatile=volatile):
-                    count += 1
-        finally:
-            self._driving -= 1
-        self._pump_events()
+        send = self.send
+        for sid in targets:
+            if send(sid, packet, volatile=volatile):
+                count += 1
         return count
+
+    def send(self, sid: str, data: Message, *, volatile: bool = False) -> bool:
+        """Send one message to session ``sid`` without waiting; False if it was dropped.
+
+        Queued in the core (``core.send``) and flushed by the transport's waker. A
+        :class:`PreparedPacket` (a broadcast's shared message) goes straight to the
+        socket instead when it would be the next thing on the wire (an idle WebSocket
+        session): one write per receiver, no buffer round trip. (Single replies keep
+        the buffer: they are coalesced with the rest of a read's replies.) With
+        ``close`` this is the Engine.IO transport a Socket.IO core runs on.
+        """
+        if data.__class__ is PreparedPacket:
+            session = self._sessions.get(sid)
+            if session is not None:
+                link = session._link
+                if link is not None and link.write_direct(data):
+                    return True
+        return self.core.send(sid, data, volatile=volatile)
+
+    def close(self, sid: str, now: float) -> None:
+        """Close session ``sid`` ("forced close"); what is buffered is still delivered."""
+        self.core.close(sid, now)
+        self._pump_events()
 
     def statistics(self) -> dict[str, int]:
         stats = dict(self.core.statistics())
@@ -1306,6 +1324,28 @@ class _WebSocketLink:
         if closing:
             self._start_task()
 
+    def write_direct(self, data: Message) -> bool:
+        """Write one message at once when it would be the next thing on the wire: nothing
+        queued in the core or in the socket, and no more input of this session waiting
+        (its replies are coalesced instead). False: use the core's buffer."""
+        if self.busy or self.done or self.dirty or self.deferred:
+            return False
+        ws = self.ws
+        if ws._raw is None or ws._out or ws._flushing or ws._queue or ws._close_sent or ws.state != "OPEN":
+            return False
+        session = self.session
+        if session is None or session._inbox or session._core is None or not session._core.send_direct(data):
+            return False
+        frame = _frame_of(ws, data if isinstance(data, PreparedPacket) else _message_payload(data))
+        ws._n_msg_out += 1
+        sent = ws._send_now(frame)
+        if sent < 0:
+            self.channel.connection_lost(trio.current_time(), _reason_for(ws.close_code))
+        elif sent < len(frame):
+            ws._out += memoryview(frame)[sent:]
+            self._start_task()
+        return True
+
     def _start_task(self) -> None:
         nursery = self.app._nursery or self.ws._nursery
         if self.busy or nursery is None:
@@ -1618,23 +1658,36 @@ def _reason_for(code: int | None) -> DisconnectReason:
     return DisconnectReason.TRANSPORT_ERROR
 
 
+def _message_payload(data: str | bytes | bytearray | memoryview) -> str | bytes:
+    """An Engine.IO message as the payload of its WebSocket frame (``4text`` or raw bytes)."""
+    return "4" + data if isinstance(data, str) else bytes(data)
+
+
+def _frame_of(ws: WebSocketConnection, frame: str | bytes | PreparedPacket) -> bytes:
+    """One encoded Engine.IO packet as wire bytes; a PreparedPacket's frame is built once
+    for every receiver (per compression variant) and kept in its ``frame_cache``."""
+    if frame.__class__ is PreparedPacket:
+        assert isinstance(frame, PreparedPacket)
+        extensions = ws._proto.extensions
+        deflate = extensions[0] if len(extensions) == 1 else None
+        if not extensions or isinstance(deflate, PerMessageDeflate):
+            prepared = frame.frame_cache
+            if prepared.__class__ is not PreparedMessage:
+                prepared = frame.frame_cache = PreparedMessage(frame.websocket_message)
+            assert isinstance(prepared, PreparedMessage)
+            return prepared.frames_for(deflate) if isinstance(deflate, PerMessageDeflate) else prepared.plain_frame()
+        frame = frame.websocket_message
+    assert not isinstance(frame, PreparedPacket)
+    return ws._proto.send_message(frame)
+
+
 def _encode_frames(ws: WebSocketConnection, frames: list[str | bytes | PreparedPacket]) -> bytes:
     """All pending Engine.IO packets as wire bytes for one write."""
-    proto = ws._proto
-    if len(frames) == 1 and not isinstance(frames[0], PreparedPacket):
-        return proto.send_message(frames[0])
+    if len(frames) == 1:
+        return _frame_of(ws, frames[0])
     out = bytearray()
-    extensions = ws.extensions
     for frame in frames:
-        if isinstance(frame, PreparedPacket):
-            if not extensions or (len(extensions) == 1 and isinstance(extensions[0], PerMessageDeflate)):
-                prepared = frame.frame_cache
-                if not isinstance(prepared, PreparedMessage):
-                    prepared = frame.frame_cache = PreparedMessage(frame.websocket_message)
-                out += prepared.frames_for(extensions[0] if extensions else None)
-                continue
-            frame = frame.websocket_message
-        out += proto.send_message(frame)
+        out += _frame_of(ws, frame)
     return bytes(out)
 
 

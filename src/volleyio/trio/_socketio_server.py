@@ -699,7 +699,7 @@ class SocketIOServer:
         self.engineio = EngineIOApp(self._session_handler, config=engineio_config)
         #: The sans-I/O Socket.IO core.
         self.core = _core.SocketIOServer(
-            self.engineio.core,
+            self.engineio,
             _core.SocketIOConfig(
                 connect_timeout_ms=max(1, round(connect_timeout * 1000)),
                 max_attachments=max_attachments,
