@@ -1205,3 +1205,48 @@ async def test_keep_alive_requests_plain_chunked_pipelined_and_invalid() -> None
             rest = await eof_or_reset(client.stream)
             assert rest.startswith(b"HTTP/1.1 400")
             nursery.cancel_scope.cancel()
+
+
+async def test_broadcast_written_directly_keeps_order_counts_and_slow_consumer_limit() -> None:
+    """An idle WebSocket session gets a broadcast straight from the sender; one with
+    packets buffered gets it behind them; one that never reads fills its socket, then the
+    core's buffer, and is closed as a slow consumer -- the others are unaffected."""
+    recorder = Recorder()
+    app = vt.EngineIOApp(recorder, config=ServerConfig(max_buffered_bytes=256 * 1024))
+    with trio.fail_after(TEST_TIMEOUT):
+        async with trio.open_nursery() as nursery:
+            server: vt.WebSocketServer = await nursery.start(partial(vt.serve, None, mounts={PATH: app}))
+            # The sleeper: a raw socket that completes the handshake and never reads.
+            sleeper = await trio.open_tcp_stream("127.0.0.1", server.port)
+            await sleeper.send_all(
+                f"GET {PATH}?EIO=4&transport=websocket HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                "Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\n"
+                "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n".encode()
+            )
+            while not app.sessions:
+                await trio.sleep(0.01)
+            (sleeper_sid,) = list(app.sessions)
+            async with vt.connect(ws_url(server.port), max_message_size=2**20) as reader:
+                assert str(await reader.receive()).startswith("0{")
+                (reader_sid,) = [sid for sid in app.sessions if sid != sleeper_sid]
+                reader_session = app.session(reader_sid)
+                assert reader_session is not None
+                # Packets already buffered in the core come first, then the broadcast.
+                app.core.send(reader_sid, "queued-1")
+                app.core.send(reader_sid, "queued-2")
+                assert app.broadcast(PreparedPacket("first")) == 2
+                assert await reader.receive() == "4queued-1"
+                assert await reader.receive() == "4queued-2"
+                assert await reader.receive() == "4first"
+                before = int(reader_session.statistics()["messages_out"])
+                blob = PreparedPacket("z" * 50_000)
+                for _ in range(400):  # 20 MB for the sleeper: its socket, then its buffer, overflow
+                    app.broadcast(blob)
+                    assert await reader.receive() == "4" + "z" * 50_000
+                assert int(reader_session.statistics()["messages_out"]) == before + 400
+                assert reader_session.buffered_amount == 0
+                with trio.fail_after(5):
+                    assert await recorder.wait_reason(sleeper_sid) == "slow consumer"
+                assert reader_sid in app.sessions
+            await sleeper.aclose()
+            nursery.cancel_scope.cancel()

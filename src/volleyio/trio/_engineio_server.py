@@ -583,6 +583,7 @@ class EngineIOApp:
         ``close`` this is the Engine.IO transport a Socket.IO core runs on.
         """
         if data.__class__ is PreparedPacket:
+            assert isinstance(data, PreparedPacket)
             session = self._sessions.get(sid)
             if session is not None:
                 link = session._link
@@ -1324,19 +1325,19 @@ class _WebSocketLink:
         if closing:
             self._start_task()
 
-    def write_direct(self, data: Message) -> bool:
-        """Write one message at once when it would be the next thing on the wire: nothing
-        queued in the core or in the socket, and no more input of this session waiting
-        (its replies are coalesced instead). False: use the core's buffer."""
+    def write_direct(self, packet: PreparedPacket) -> bool:
+        """Write a broadcast's packet at once when it would be the next thing on the wire:
+        nothing queued in the core or in the socket, and no more input of this session
+        waiting (its replies are coalesced instead). False: use the core's buffer."""
         if self.busy or self.done or self.dirty or self.deferred:
             return False
         ws = self.ws
         if ws._raw is None or ws._out or ws._flushing or ws._queue or ws._close_sent or ws.state != "OPEN":
             return False
         session = self.session
-        if session is None or session._inbox or session._core is None or not session._core.send_direct(data):
+        if session is None or session._inbox or session._core is None or not session._core.send_direct(packet):
             return False
-        frame = _frame_of(ws, data if isinstance(data, PreparedPacket) else _message_payload(data))
+        frame = _frame_of(ws, packet)
         ws._n_msg_out += 1
         sent = ws._send_now(frame)
         if sent < 0:
@@ -1656,11 +1657,6 @@ def _reason_for(code: int | None) -> DisconnectReason:
     if code is None or code in (1000, 1001, 1005, 1006):
         return DisconnectReason.TRANSPORT_CLOSE
     return DisconnectReason.TRANSPORT_ERROR
-
-
-def _message_payload(data: str | bytes | bytearray | memoryview) -> str | bytes:
-    """An Engine.IO message as the payload of its WebSocket frame (``4text`` or raw bytes)."""
-    return "4" + data if isinstance(data, str) else bytes(data)
 
 
 def _frame_of(ws: WebSocketConnection, frame: str | bytes | PreparedPacket) -> bytes:
