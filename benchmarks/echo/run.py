@@ -252,8 +252,6 @@ def render(results: dict[str, dict[str, Any]], info: dict[str, str], scenarios: 
             ("(b) ≥ 1.5× picows msg/s", ratio(v, p, "b", "msgs_per_s"), lambda r: r >= 1.5),
             ("(a) CPU/msg ≤ 1.2× bare trio TCP echo (SocketStream)", ratio(v, base, "a", "cpu_per_100k"),
              lambda r: r <= 1.2),
-            ("(a) CPU/msg vs bare trio socket-layer echo (wait_readable)", ratio(v, sock, "a", "cpu_per_100k"),
-             lambda r: r <= 1.2),
             ("(c) ≥ 0.9× picows MB/s", ratio(v, p, "c", "mb_per_s"), lambda r: r >= 0.9),
         ]
         for label, r, ok in checks:
@@ -261,6 +259,9 @@ def render(results: dict[str, dict[str, Any]], info: dict[str, str], scenarios: 
                 lines.append(f"- {label}: not measured")
             else:
                 lines.append(f"- {label}: {r:.2f}× → {'met' if ok(r) else 'NOT met'}")
+        r = ratio(v, sock, "a", "cpu_per_100k")
+        if r is not None:  # a stricter reference than the target's, for information
+            lines.append(f"- (a) CPU/msg vs bare trio socket-layer echo (wait_readable): {r:.2f}×")
         if "d" in v:
             kib = v["d"]["per_conn"] / 1024
             lines.append(f"- (d) ≤ 8 KiB per idle connection: {kib:.1f} KiB → {'met' if kib <= 8 else 'NOT met'}")

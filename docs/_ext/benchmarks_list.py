@@ -27,7 +27,9 @@ def _summary(path: Path) -> str:
 
 class BenchmarksList(SphinxDirective):
     def run(self) -> list[nodes.Node]:
+        # Single-file benchmarks, and suites in a folder of their own (their run.py).
         scripts = sorted(p for p in BENCHMARKS.glob("*.py") if not p.name.startswith("_"))
+        scripts += sorted(BENCHMARKS.glob("*/run.py"))
         for script in scripts:
             self.env.note_dependency(str(script))
         if not scripts:
@@ -36,7 +38,7 @@ class BenchmarksList(SphinxDirective):
         items = nodes.bullet_list()
         for script in scripts:
             para = nodes.paragraph()
-            para += nodes.literal(text=f"benchmarks/{script.name}")
+            para += nodes.literal(text=f"benchmarks/{script.relative_to(BENCHMARKS).as_posix()}")
             para += nodes.Text(f" — {_summary(script)}")
             items += nodes.list_item("", para)
         return [items]
