@@ -56,7 +56,7 @@ class PacketType(enum.IntEnum):
 _TYPE_BY_CHAR: dict[str, PacketType] = {str(int(t)): t for t in PacketType}
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: made per message, and a frozen dataclass costs 3x to build
 class Packet:
     """One Engine.IO packet. ``data`` is ``bytes`` only for a binary ``MESSAGE``."""
 

@@ -226,7 +226,7 @@ class Connected:
     transport: str
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: made per message, and a frozen dataclass costs 3x to build
 class MessageReceived:
     sid: str
     data: str | bytes
@@ -1020,6 +1020,17 @@ class EngineIOServer:
         session = channel._session
         if session._websocket is not channel:
             return
+        if (
+            message.__class__ is str
+            and message[:1] == "4"
+            and session._state is _State.OPEN
+            and session._upgrade is not _Upgrade.PROBING
+            and session._upgrade is not _Upgrade.PROBED
+        ):
+            # A text message on an established WebSocket (the everyday frame): no packet object.
+            session._n_bytes_in += len(message)
+            self._message_in(session, message[1:], now)  # type: ignore[index]
+            return
         try:
             packet = decode_websocket_frame(message)
         except EngineIOParseError as exc:
@@ -1061,25 +1072,17 @@ class EngineIOServer:
         """Handle one packet from the client; ``False`` once the session is closed."""
         if session._state is not _State.OPEN:
             return False
-        session._n_packets_in += 1
-        if (
-            session._pong_deadline is not None
-            and not session._pong_deadline_refreshed
-            and packet.type is not PacketType.PONG
-        ):
-            # Node: a client whose pong sits behind its own data (a big upload, a busy
-            # POST queue) is not dropped while data arrives -- once per ping.
-            session._pong_deadline_refreshed = True
-            session._pong_deadline = now + self.config.ping_timeout_ms / 1000
-            self._schedule(session)
         if packet.type is PacketType.MESSAGE:
-            session._n_messages_in += 1
-            self._emit(MessageReceived(session.sid, packet.data))
-        elif packet.type is PacketType.PONG:
+            self._message_in(session, packet.data, now)
+            return True
+        session._n_packets_in += 1
+        if packet.type is PacketType.PONG:
             session._pong_deadline = None
             session._ping_due = now + self.config.ping_interval_ms / 1000
             self._schedule(session)
-        elif packet.type is PacketType.CLOSE:
+            return True
+        self._data_before_pong(session, now)
+        if packet.type is PacketType.CLOSE:
             self._close(session, DisconnectReason.CLIENT_CLOSE, "", now)
             return False
         elif packet.type is PacketType.PING:
@@ -1087,6 +1090,21 @@ class EngineIOServer:
             return False
         # open / upgrade / noop from a client on an established session: ignored, as Node does.
         return True
+
+    def _message_in(self, session: Session, data: str | bytes, now: float) -> None:
+        """A message from the client on an open session."""
+        session._n_packets_in += 1
+        self._data_before_pong(session, now)
+        session._n_messages_in += 1
+        self._emit(MessageReceived(session.sid, data))
+
+    def _data_before_pong(self, session: Session, now: float) -> None:
+        if session._pong_deadline is not None and not session._pong_deadline_refreshed:
+            # Node: a client whose pong sits behind its own data (a big upload, a busy
+            # POST queue) is not dropped while data arrives -- once per ping.
+            session._pong_deadline_refreshed = True
+            session._pong_deadline = now + self.config.ping_timeout_ms / 1000
+            self._schedule(session)
 
     # ------------------------------------------------------------------ closing
 

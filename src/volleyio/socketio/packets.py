@@ -70,7 +70,7 @@ class PacketType(enum.IntEnum):
     BINARY_ACK = 6
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: made per message, and a frozen dataclass costs 3x to build
 class Packet:
     """A Socket.IO packet. ``data`` is ``None`` when the packet has no payload (JSON
     ``null`` is never a valid payload, so nothing is lost)."""
@@ -401,7 +401,7 @@ class Decoder:
             if self._pending is not None:
                 raise SocketIODecodeError("got plaintext data when reconstructing a packet")
             packet, attachments = self._decode_text(message)
-            if packet.type in (PacketType.BINARY_EVENT, PacketType.BINARY_ACK):
+            if attachments:
                 self._pending = packet
                 self._expected = attachments
                 self._buffers = []
@@ -430,7 +430,7 @@ class Decoder:
         position = 1
         length = len(text)
         attachments = 0
-        if packet_type in (PacketType.BINARY_EVENT, PacketType.BINARY_ACK):
+        if packet_type is PacketType.BINARY_EVENT or packet_type is PacketType.BINARY_ACK:
             dash = text.find("-", position)
             digits = text[position:dash] if dash != -1 else ""
             if dash == -1 or not digits or not (digits.isascii() and digits.isdigit()):

@@ -108,7 +108,7 @@ class SocketConnected:
     auth: Any
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: made per message, and a frozen dataclass costs 3x to build
 class EventReceived:
     """``ack_id`` is set when the client expects an answer: call :meth:`SocketIOServer.ack`."""
 
@@ -119,7 +119,7 @@ class EventReceived:
     ack_id: int | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: made per message, and a frozen dataclass costs 3x to build
 class AckReceived:
     """The client answered an :meth:`SocketIOServer.emit` made with ``with_ack=True``."""
 
@@ -230,6 +230,9 @@ class _Connection:
         self.pending: dict[str, tuple[Any, _Socket]] = {}  # namespace -> (auth, socket), deferred
         self.connect_deadline: float | None = connect_deadline
         self.open = True
+
+
+_EVENT = PacketType.EVENT
 
 
 class SocketIOServer:
@@ -557,7 +560,13 @@ class SocketIOServer:
 
     def _on_packet(self, connection: _Connection, packet: Packet, now: float) -> None:
         socket = connection.sockets.get(packet.namespace)
-        if packet.type is PacketType.CONNECT:
+        packet_type = packet.type
+        if packet_type is _EVENT and socket is not None:
+            # The everyday packet first (a plain event on a connected namespace).
+            data = packet.data
+            self._emit_event(EventReceived(socket.sid, socket.namespace, data[0], data[1:], packet.id))
+            return
+        if packet_type is PacketType.CONNECT:
             if socket is not None or packet.namespace in connection.pending:
                 self._close_connection(connection, "invalid state", now)
             else:
