@@ -1250,3 +1250,36 @@ async def test_broadcast_written_directly_keeps_order_counts_and_slow_consumer_l
                 assert reader_sid in app.sessions
             await sleeper.aclose()
             nursery.cancel_scope.cancel()
+
+
+async def test_websocket_inbox_full_then_drained_keeps_reading() -> None:
+    """The transport stops taking a WebSocket's messages while the session's inbound
+    queue is full, and goes on, in order, once the handler has emptied it."""
+    release = trio.Event()
+    seen: list[str | bytes] = []
+
+    async def handler(session: vt.EngineIOSession) -> None:
+        await release.wait()
+        async for message in session:
+            seen.append(message)
+            await session.send(message)
+
+    app = vt.EngineIOApp(handler, max_queue=4)
+    with trio.fail_after(TEST_TIMEOUT):
+        async with trio.open_nursery() as nursery:
+            server: vt.WebSocketServer = await nursery.start(partial(vt.serve, None, mounts={PATH: app}))
+            async with vt.connect(ws_url(server.port)) as ws:
+                assert str(await ws.receive()).startswith("0{")
+                for i in range(100):
+                    await ws.send(f"4m{i}")
+                (session,) = app.sessions.values()
+                while session.statistics()["inbound_queue"] < 4:
+                    await trio.sleep(0.01)
+                await trio.sleep(0.05)
+                assert session.statistics()["inbound_queue"] <= 4 + 1  # held at the bound
+                release.set()
+                assert [await ws.receive() for _ in range(100)] == [f"4m{i}" for i in range(100)]
+                await ws.send("4after")
+                assert await ws.receive() == "4after"
+            nursery.cancel_scope.cancel()
+    assert seen[:100] == [f"m{i}" for i in range(100)]

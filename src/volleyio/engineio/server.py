@@ -1029,7 +1029,7 @@ class EngineIOServer:
         ):
             # A text message on an established WebSocket (the everyday frame): no packet object.
             session._n_bytes_in += len(message)
-            self._message_in(session, message[1:], now)  # type: ignore[index]
+            self._message_in(session, message[1:], now)
             return
         try:
             packet = decode_websocket_frame(message)

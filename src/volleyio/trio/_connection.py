@@ -492,6 +492,42 @@ class WebSocketConnection:
             else:
                 await self._wait_for_data()
 
+    async def receive_many(self, max_messages: int = 64) -> list[Data]:
+        """The whole messages already received, at least one (waiting for it if needed)
+        and at most ``max_messages``.
+
+        For I/O layers that handle a read's worth of messages in one go (one call, one
+        scheduling point per batch instead of per message). A fragmented message is
+        returned alone, assembled. Raises ConnectionClosed once closed, after the
+        messages received before the close.
+        """
+        queue = self._queue
+        while not queue:
+            if self._deferred:
+                self._flush_nowait()
+            if self._handler is not None:
+                raise _handler_mode_error()
+            if self._can_read_inline():
+                await self._read_inline()
+            else:
+                await self._wait_for_data()
+        count = 0
+        for item in queue:
+            if (item.__class__ is not str and item.__class__ is not bytes) or count == max_messages:
+                break
+            count += 1
+        if not count:
+            if queue[0] is _CLOSED_SENTINEL:
+                await trio.lowlevel.checkpoint()
+                raise self._closed_exc()
+            return [await self._assemble()]
+        batch = queue[:count]
+        del queue[:count]
+        if self._resume_lot_ is not None and len(queue) <= self.limits.queue_low:
+            self._resume_lot_.unpark_all()
+        await self._yield_point()
+        return batch
+
     async def _assemble(self) -> Data:
         parts: list[Any] = []
         is_text = False

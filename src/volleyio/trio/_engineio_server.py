@@ -1231,20 +1231,27 @@ class EngineIOApp:
     ) -> DisconnectReason:
         backpressure = self._on_event is None
         sid = channel.sid
+        receive = channel.receive
         while True:
             if link.deferred and not ws._queue:
                 link.flush()  # replies to what was read: out before the next read
-            try:
-                message = await ws.receive()
-            except ConnectionClosed as exc:
-                return _reason_for(exc.code)
+            room = self.max_queue
             if backpressure:
                 session = self._sessions.get(sid)
-                if session is not None and session._inbox and len(session._inbox) >= self.max_queue:
-                    await session._wait_room()
+                if session is not None and session._inbox:
+                    if len(session._inbox) >= self.max_queue:
+                        await session._wait_room()
+                    inbox = session._inbox  # None again once the handler took everything
+                    room = max(self.max_queue - len(inbox), 1) if inbox else self.max_queue
+            try:
+                messages = await ws.receive_many(room)
+            except ConnectionClosed as exc:
+                return _reason_for(exc.code)
+            now = trio.current_time()
             self._driving += 1
             try:
-                channel.receive(message, trio.current_time())
+                for message in messages:
+                    receive(message, now)
             finally:
                 self._driving -= 1
             self._pump_events()
