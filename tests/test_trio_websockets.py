@@ -333,3 +333,33 @@ async def test_connect_error_carries_status_from_websockets_server() -> None:
                     pass
             assert info.value.status == 403
             nursery.cancel_scope.cancel()
+
+
+async def test_receive_many_batches_in_order_and_assembles_fragments() -> None:
+    batches: list[list[object]] = []
+
+    async def handler(ws: vt.WebSocketConnection) -> None:
+        await trio.sleep(0.3)  # let everything arrive first
+        try:
+            while True:
+                batches.append(list(await ws.receive_many(max_messages=5)))
+        except vt.ConnectionClosed:
+            pass
+
+    with trio.fail_after(TEST_TIMEOUT):
+        async with trio.open_nursery() as nursery:
+            server = await start_server(nursery, handler)
+            async with ws_connect(f"ws://127.0.0.1:{server.port}/", compression=None) as ws:
+                for i in range(12):
+                    await ws.send(f"m{i}")
+                await ws.send(["frag", "mented"])
+                await ws.send(b"last")
+                await trio.sleep(0.6)
+            while not batches or server.connections:
+                await trio.sleep(0.01)
+            server.shutdown()
+    flat = [message for batch in batches for message in batch]
+    assert flat == [f"m{i}" for i in range(12)] + ["fragmented", b"last"]
+    assert all(1 <= len(batch) <= 5 for batch in batches)
+    assert ["fragmented"] in batches  # a fragmented message comes alone
+    assert len(batches[0]) == 5
