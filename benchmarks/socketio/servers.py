@@ -85,6 +85,47 @@ def run_python_socketio(port: int) -> None:
     asyncio.run(main())
 
 
+def run_floor(port: int) -> None:
+    """Not a Socket.IO server: the floor under one. volleyio's callback WebSocket server
+    answering the load generator's ``42<id>[...]`` with ``43<id>[...]`` through
+    ``json.loads``/``json.dumps`` -- no Engine.IO session, no validation, no namespaces,
+    no rooms. Run it with ``--servers floor --scenarios ack`` to see what the full stack
+    costs on top (it serves WebSocket only and ignores broadcasts)."""
+    import json
+
+    import trio
+
+    import volleyio.trio as vt
+
+    loads, dumps = json.loads, json.dumps
+    opened = '0{"sid":"floor","upgrades":[],"pingInterval":25000,"pingTimeout":20000,"maxPayload":1000000}'
+
+    class Floor(vt.MessageHandler):
+        def on_open(self, ws: vt.WebSocketConnection) -> None:
+            ws.send_nowait(opened)
+
+        def on_message(self, ws: vt.WebSocketConnection, message: str | bytes) -> None:
+            if not isinstance(message, str):
+                return
+            if message.startswith("42"):
+                end = 2
+                while message[end].isdigit():
+                    end += 1
+                args = loads(message[end:])
+                if end > 2:
+                    ws.send_nowait("43" + message[2:end] + dumps(args[1:], separators=(",", ":")))
+            elif message == "40":
+                ws.send_nowait('40{"sid":"floor-socket"}')
+
+    async def main() -> None:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(lambda task_status: vt.serve({"/socket.io/": Floor()}, "127.0.0.1", port,
+                                                             backlog=8192, task_status=task_status))
+            ready()
+
+    trio.run(main)
+
+
 def run_node(port: int) -> None:
     env = dict(os.environ, NODE_PATH=str(ROOT / "tests" / "js" / "node_modules"))
     # exec: the benchmark measures this PID, so it must be node itself.
@@ -95,6 +136,7 @@ SERVERS = {
     "volleyio": run_volleyio,
     "python-socketio": run_python_socketio,
     "node-socket.io": run_node,
+    "floor": run_floor,
 }
 
 if __name__ == "__main__":
