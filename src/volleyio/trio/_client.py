@@ -19,7 +19,7 @@ from .. import websocket as _ws
 from ..errors import HandshakeError
 from . import _http
 from ._connection import Limits, WebSocketConnection
-from ._errors import BaseExceptionGroup, ConnectError, ConnectionClosed, InvalidURI, unwrap_group
+from ._errors import ConnectError, ConnectionClosed, InvalidURI, exit_nursery
 from ._keepalive import Keepalive
 
 logger = logging.getLogger("volleyio.trio.client")
@@ -328,15 +328,7 @@ class connect:  # noqa: N801 - used like a function: ``async with connect(url) a
                 await ws._close_transport()
         finally:
             ws._nursery.cancel_scope.cancel()  # type: ignore[union-attr]
-        try:
-            return bool(await self._nursery_manager.__aexit__(exc_type, exc, tb))
-        except BaseExceptionGroup as group:
-            leaf = unwrap_group(group)
-            if leaf is exc:
-                return False
-            if leaf is group:
-                raise
-            raise leaf from None
+        return await exit_nursery(self._nursery_manager, exc_type, exc, tb)
 
 
 async def reconnecting(

@@ -54,6 +54,7 @@ from ..websocket.events import MessageChunk as _MessageChunk
 from ..websocket.events import Pong as _Pong
 from ..errors import ConnectionClosedError as _CoreClosedError
 from ._errors import ConnectionClosed, closed_exception
+from ._waiting import ReceiverWait
 
 logger = logging.getLogger("volleyio.trio")
 
@@ -220,7 +221,7 @@ def _raw_socket(stream: trio.abc.Stream) -> _socket.socket | None:
     return raw if isinstance(raw, _socket.socket) else None
 
 
-class WebSocketConnection:
+class WebSocketConnection(ReceiverWait):
     """One open WebSocket connection (server or client side).
 
     ``send``/``receive``/``ping``/``close`` are safe to call from several tasks.
@@ -230,7 +231,7 @@ class WebSocketConnection:
     __slots__ = (
         "stream", "client", "limits", "subprotocol", "request", "response_headers",
         "_proto", "_raw", "_initial",
-        "_queue", "_recv_task", "_recv_lot_", "_resume_lot_", "_out", "_flushing", "_drain_lot_", "_write_lock_",
+        "_queue", "_recv_task", "_recv_lot", "_resume_lot_", "_out", "_flushing", "_drain_lot_", "_write_lock_",
         "_ops", "_nursery", "_pings", "_ping_scopes", "_last_pong_or_data", "state", "close_code",
         "close_reason", "_close_sent", "_close_received", "_closed_event_", "_eof", "_transport_closed",
         "_stream_closed", "_ka_reads", "_ka_ping_at", "_ka_last", "_n_msg_in", "_n_msg_out", "_n_bytes_in",
@@ -286,7 +287,7 @@ class WebSocketConnection:
         self._queue: list[Any] = []  # bounded (max_queue + one read); a list is smaller than a deque
         # The task parked in receive() (the common single-receiver case needs no lot).
         self._recv_task: Any = None
-        self._recv_lot_: trio.lowlevel.ParkingLot | None = None
+        self._recv_lot: trio.lowlevel.ParkingLot | None = None
         self._resume_lot_: trio.lowlevel.ParkingLot | None = None
         # Outbound state.
         self._out = bytearray()
@@ -490,7 +491,7 @@ class WebSocketConnection:
             if self._can_read_inline():
                 await self._read_inline()
             else:
-                await self._wait_for_data()
+                await self._wait_woken()
 
     async def receive_many(self, max_messages: int = 64) -> list[Data]:
         """The whole messages already received, at least one (waiting for it if needed)
@@ -505,12 +506,7 @@ class WebSocketConnection:
         while not queue:
             if self._deferred:
                 self._flush_nowait()
-            if self._handler is not None:
-                raise _handler_mode_error()
-            if self._can_read_inline():
-                await self._read_inline()
-            else:
-                await self._wait_for_data()
+            await self._await_more()
         count = 0
         for item in queue:
             if (item.__class__ is not str and item.__class__ is not bytes) or count == max_messages:
@@ -667,33 +663,7 @@ class WebSocketConnection:
         if self._can_read_inline():
             await self._read_inline()
         else:
-            await self._wait_for_data()
-
-    async def _wait_for_data(self) -> None:
-        """Park until the reader queued something (or the connection closed)."""
-        if self._recv_task is not None:
-            # Several concurrent receivers: the extra ones use a parking lot.
-            if self._recv_lot_ is None:
-                self._recv_lot_ = trio.lowlevel.ParkingLot()
-            await self._recv_lot_.park()
-            return
-        task = trio.lowlevel.current_task()
-        self._recv_task = task
-
-        def abort(_: Any) -> trio.lowlevel.Abort:
-            if self._recv_task is task:
-                self._recv_task = None
-            return trio.lowlevel.Abort.SUCCEEDED
-
-        await trio.lowlevel.wait_task_rescheduled(abort)
-
-    def _wake_receivers(self) -> None:
-        task = self._recv_task
-        if task is not None:
-            self._recv_task = None
-            trio.lowlevel.reschedule(task)
-        if self._recv_lot_ is not None:
-            self._recv_lot_.unpark_all()
+            await self._wait_woken()
 
     @property
     def _resume_lot(self) -> trio.lowlevel.ParkingLot:
@@ -1079,7 +1049,7 @@ class WebSocketConnection:
         finally:
             self._inline_reader = False
             if not self._receiver_owns or self._recv_task is not None or (
-                self._recv_lot_ is not None and len(self._recv_lot_)
+                self._recv_lot is not None and len(self._recv_lot)
             ):
                 # Someone else waits for data (or asked for the reader): the reader reads.
                 self._wake_reader()

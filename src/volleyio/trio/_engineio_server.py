@@ -89,7 +89,6 @@ from ..engineio.server import (
     RefuseWebSocket,
     ServerConfig,
     Session,
-    Upgraded,
     WebSocketChannel,
 )
 from ..errors import ConnectionClosedError as _CoreClosedError
@@ -99,6 +98,7 @@ from ._connection import Limits, WebSocketConnection, _raw_socket
 from ._errors import ConnectionClosed, EngineIOClosed
 from ._http import Request, Response
 from ._server import _MAX_HEAD, WebSocketServer, _transport_of, serve
+from ._waiting import ReceiverWait
 
 __all__ = [
     "BODY_IDLE_TIMEOUT",
@@ -226,7 +226,7 @@ class EngineIORequest:
         return self._secure
 
 
-class EngineIOSession:
+class EngineIOSession(ReceiverWait):
     """One Engine.IO session as the application sees it, whatever the transport.
 
     ``receive`` and ``async for`` give the client's messages (``str`` or ``bytes``);
@@ -358,7 +358,7 @@ class EngineIOSession:
             link = self._link
             if link is not None and link.deferred:
                 link.flush()  # the replies coalesced while the queue was draining
-            await self._wait_message()
+            await self._wait_woken()
             inbox = self._inbox
         message = inbox.popleft()
         if not inbox:
@@ -423,31 +423,6 @@ class EngineIOSession:
             inbox = self._inbox = deque()
         inbox.append(data)
         self._wake_receivers()
-
-    async def _wait_message(self) -> None:
-        if self._recv_task is not None:
-            # Several concurrent receivers: the extra ones use a parking lot.
-            if self._recv_lot is None:
-                self._recv_lot = trio.lowlevel.ParkingLot()
-            await self._recv_lot.park()
-            return
-        task = trio.lowlevel.current_task()
-        self._recv_task = task
-
-        def abort(_: Any) -> trio.lowlevel.Abort:
-            if self._recv_task is task:
-                self._recv_task = None
-            return trio.lowlevel.Abort.SUCCEEDED
-
-        await trio.lowlevel.wait_task_rescheduled(abort)
-
-    def _wake_receivers(self) -> None:
-        task = self._recv_task
-        if task is not None:
-            self._recv_task = None
-            trio.lowlevel.reschedule(task)
-        if self._recv_lot is not None:
-            self._recv_lot.unpark_all()
 
     def _set_closed(self, reason: str, description: str) -> None:
         if self.disconnect_reason is not None:

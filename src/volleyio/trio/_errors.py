@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from typing import Any
 
 from ..errors import VolleyError
 
@@ -23,6 +24,7 @@ __all__ = [
     "EngineIOClosed",
     "InvalidURI",
     "closed_exception",
+    "exit_nursery",
     "unwrap_group",
 ]
 
@@ -93,3 +95,18 @@ def unwrap_group(exc: BaseException) -> BaseException:
     while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
         exc = exc.exceptions[0]
     return exc
+
+
+async def exit_nursery(manager: Any, exc_type: Any, exc: BaseException | None, tb: Any) -> bool:
+    """``manager.__aexit__`` for a nursery an object opened for its own tasks, without
+    leaking an ExceptionGroup: a group holding one error raises that error (or lets the
+    one already propagating, ``exc``, go on); a real group of several is raised as is."""
+    try:
+        return bool(await manager.__aexit__(exc_type, exc, tb))
+    except BaseExceptionGroup as group:
+        leaf = unwrap_group(group)
+        if leaf is exc:
+            return False
+        if leaf is group:
+            raise
+        raise leaf from None

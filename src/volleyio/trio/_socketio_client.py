@@ -81,7 +81,7 @@ from ..socketio.client import SocketIOConnectError
 from ..socketio.packets import DEFAULT_MAX_ATTACHMENTS
 from ._client import backoff_delay
 from ._engineio_client import EngineIOClientConnection, connect_engineio
-from ._errors import BaseExceptionGroup, ConnectError, EngineIOClosed, unwrap_group
+from ._errors import BaseExceptionGroup, ConnectError, EngineIOClosed, exit_nursery, unwrap_group
 
 __all__ = [
     "SendBufferFullError",
@@ -381,15 +381,7 @@ class SocketIOClient:
                     await self._close("io client disconnect")
         finally:
             self._nursery.cancel_scope.cancel()  # handler tasks do not outlive the client
-        try:
-            return bool(await self._nursery_manager.__aexit__(exc_type, exc, tb))
-        except BaseExceptionGroup as group:
-            leaf = unwrap_group(group)
-            if leaf is exc:
-                return False
-            if leaf is group:
-                raise
-            raise leaf from None
+        return await exit_nursery(self._nursery_manager, exc_type, exc, tb)
 
     # ------------------------------------------------------------------ internals: sending
 
