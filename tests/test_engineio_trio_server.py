@@ -1283,3 +1283,30 @@ async def test_websocket_inbox_full_then_drained_keeps_reading() -> None:
                 assert await ws.receive() == "4after"
             nursery.cancel_scope.cancel()
     assert seen[:100] == [f"m{i}" for i in range(100)]
+
+
+async def test_session_receive_many_batches_with_a_bound_and_a_stop() -> None:
+    batches: list[list[str | bytes]] = []
+    done = trio.Event()
+
+    async def handler(session: vt.EngineIOSession) -> None:
+        await trio.sleep(0.3)  # let everything arrive first
+        try:
+            while True:
+                batches.append(await session.receive_many(4, until=lambda m: m == "stop"))
+        except vt.EngineIOClosed:
+            done.set()
+
+    app = vt.EngineIOApp(handler, max_queue=64)
+    with trio.fail_after(TEST_TIMEOUT):
+        async with trio.open_nursery() as nursery:
+            server: vt.WebSocketServer = await nursery.start(partial(vt.serve, None, mounts={PATH: app}))
+            async with vt.connect(ws_url(server.port)) as ws:
+                assert str(await ws.receive()).startswith("0{")
+                for message in ["4a", "4b", "4stop", "4c", "4d", "4e", "4f", "4g", "4h"]:
+                    await ws.send(message)
+                await trio.sleep(0.6)
+                await ws.send("1")  # close
+                await done.wait()
+            nursery.cancel_scope.cancel()
+    assert batches == [["a", "b", "stop"], ["c", "d", "e", "f"], ["g", "h"]]

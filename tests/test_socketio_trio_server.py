@@ -350,6 +350,30 @@ async def test_acks_both_directions_and_binary_attachments(socketio: Any) -> Non
             assert [await peer.receive() for _ in range(3)] == [b"a", b"ccc", b"bb"]
 
 
+async def test_event_right_behind_its_connect_in_one_read() -> None:
+    """A client that does not wait for the CONNECT answer: CONNECT and an EVENT in one
+    TCP write reach the server in one read; the event is handled once the (synchronous)
+    connect handler has joined the namespace."""
+    sio = SocketIOServer()
+
+    @sio.on("connect")
+    async def connect(socket: Socket, auth: Any) -> None:
+        await socket.join("room")
+
+    @sio.on("echo")
+    async def echo(socket: Socket, value: Any) -> Any:
+        return value
+
+    async with running(sio) as port:
+        async with raw(port) as peer:
+            proto = peer.ws._proto
+            proto.send_text("40")
+            proto.send_text('421["echo","pipelined"]')
+            await peer.ws._write(proto.data_to_send())  # both frames in one write
+            assert str(await peer.receive()).startswith("0{")
+            assert await peer.receive() == '31["pipelined"]'
+
+
 @pytest.mark.interop
 async def test_many_acks_in_flight(socketio: Any) -> None:
     sio = SocketIOServer()

@@ -348,6 +348,48 @@ class EngineIOSession(ReceiverWait):
 
     async def receive(self) -> str | bytes:
         """The next message from the client; raises EngineIOClosed once closed."""
+        inbox = self._inbox
+        if not inbox:
+            inbox = await self._wait_inbox()
+        message = inbox.popleft()
+        self._taken(inbox)
+        # A cancellation check per message, a scheduler yield every few (fairness
+        # without a task switch per message; see WebSocketConnection._yield_point).
+        ops = self._ops = self._ops + 1
+        if ops % _YIELD_EVERY:
+            await _checkpoint_if_cancelled()
+        else:
+            await trio.lowlevel.checkpoint()
+        return message
+
+    async def receive_many(
+        self, max_messages: int = 64, *, until: Callable[[str | bytes], bool] | None = None
+    ) -> list[str | bytes]:
+        """The messages already received, at least one (waiting for it if needed) and at
+        most ``max_messages``, in order; raises EngineIOClosed once closed. For layers
+        that handle a batch at a time (one call and one scheduling point per batch).
+        With ``until``, the batch ends after the first message for which it is true."""
+        inbox = self._inbox
+        if not inbox:
+            inbox = await self._wait_inbox()
+        if until is None and len(inbox) <= max_messages:
+            batch = list(inbox)
+            inbox.clear()
+        else:
+            batch = []
+            popleft = inbox.popleft
+            while inbox and len(batch) < max_messages:
+                message = popleft()
+                batch.append(message)
+                if until is not None and until(message):
+                    break
+            if not batch:
+                batch.append(popleft())
+        self._taken(inbox)
+        await trio.lowlevel.checkpoint()
+        return batch
+
+    async def _wait_inbox(self) -> deque[str | bytes]:
         if self.app._on_event is not None:
             raise RuntimeError("receive() is not available on an EngineIOApp with on_event")
         inbox = self._inbox
@@ -360,19 +402,13 @@ class EngineIOSession(ReceiverWait):
                 link.flush()  # the replies coalesced while the queue was draining
             await self._wait_woken()
             inbox = self._inbox
-        message = inbox.popleft()
+        return inbox
+
+    def _taken(self, inbox: deque[str | bytes]) -> None:
         if not inbox:
             self._inbox = None
         if self._room_lot is not None and len(inbox) <= self.app.queue_low:
             self._room_lot.unpark_all()
-        # A cancellation check per message, a scheduler yield every few (fairness
-        # without a task switch per message; see WebSocketConnection._yield_point).
-        ops = self._ops = self._ops + 1
-        if ops % _YIELD_EVERY:
-            await _checkpoint_if_cancelled()
-        else:
-            await trio.lowlevel.checkpoint()
-        return message
 
     def __aiter__(self) -> EngineIOSession:
         # The session is its own iterator: no async generator (and no entry in trio's

@@ -174,6 +174,11 @@ def _resume(coro: Coroutine[Any, Any, Any], yielded: Any) -> Generator[Any, Any,
                 return stop.value
 
 
+def _is_connect(message: str | bytes) -> bool:
+    """A Socket.IO CONNECT packet (``0`` + optional namespace and auth)."""
+    return message[:1] == "0"
+
+
 def _room_list(rooms: Rooms) -> tuple[str, ...]:
     if rooms is None:
         return ()
@@ -1005,7 +1010,12 @@ class SocketIOServer:
             return False
         connection.home_reading = home
         try:
-            message = await connection.session.receive()
+            # Whatever arrived, up to the room left in ``items``: one decode round per batch.
+            # A CONNECT ends the batch: its namespace must be joined (by its handlers, in
+            # this task) before the packets that follow it are decoded.
+            messages = await connection.session.receive_many(
+                connection.limit - len(connection.items), until=_is_connect
+            )
         except EngineIOClosed as exc:
             connection.home_reading = False
             self._lost(connection, exc.reason)
@@ -1013,7 +1023,10 @@ class SocketIOServer:
         finally:
             connection.home_reading = False
         core = self.core
-        core.engineio_message(connection.eio_sid, message, trio.current_time())
+        now = trio.current_time()
+        eio_sid = connection.eio_sid
+        for message in messages:
+            core.engineio_message(eio_sid, message, now)
         events = core.take_events()
         if events:
             self._route_all(events)
