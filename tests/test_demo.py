@@ -9,6 +9,7 @@ import hashlib
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 from collections.abc import AsyncIterator
@@ -25,6 +26,7 @@ from volleyio import _speedups
 from volleyio.__main__ import _parser, main
 from volleyio.demo.client import format_event, socketio_base_url
 from volleyio.demo.server import Demo, start_demo, validate_chat
+import volleyio.trio as vt
 from volleyio.trio import SocketIOClient, connect
 
 SRC = Path(__file__).resolve().parent.parent / "src"
@@ -572,3 +574,37 @@ async def test_page_in_chromium_stays_on_polling_when_websocket_is_blocked(
     _check_chat(out, "polling")
     assert screenshot.stat().st_size > 10_000
     _keep_screenshot(screenshot, "demo-polling.png")
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="SIGTERM is a POSIX signal")
+async def test_demo_process_stops_cleanly_on_sigterm() -> None:
+    """``python -m volleyio`` under a service manager: SIGTERM closes the clients with
+    1001 and the process exits 0."""
+    env = {**os.environ, "PYTHONPATH": str(SRC) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    if _speedups.IMPLEMENTATION == "python":
+        env["VOLLEYIO_NO_EXTENSIONS"] = "1"
+    process = await trio.lowlevel.open_process(
+        [sys.executable, "-m", "volleyio", "--port", "0"], stderr=subprocess.PIPE, env=env,
+    )
+    assert process.stderr is not None
+    try:
+        with trio.fail_after(TEST_TIMEOUT):
+            banner = bytearray()
+            async for chunk in process.stderr:
+                banner += chunk
+                if b"(Ctrl-C to stop)" in banner:
+                    break
+            port = int(banner.decode().split("http://127.0.0.1:", 1)[1].split("/", 1)[0])
+            async with connect(f"ws://127.0.0.1:{port}/ws") as ws:
+                assert "welcome" in str(await ws.receive())
+                process.send_signal(signal.SIGTERM)
+                with pytest.raises(vt.ConnectionClosed) as info:
+                    while True:
+                        await ws.receive()
+                assert info.value.code == 1001
+            assert await process.wait() == 0
+    finally:
+        if process.returncode is None:
+            process.kill()  # only the process this test started
+            with trio.CancelScope(shield=True):
+                await process.wait()

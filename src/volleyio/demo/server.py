@@ -17,7 +17,8 @@ a second.
 from __future__ import annotations
 
 import json
-import resource
+import signal
+import threading
 import sys
 import time
 from importlib import resources
@@ -81,8 +82,8 @@ def _parse_ws_chat(raw: str | bytes) -> tuple[str, str] | str:
 
 
 def _cpu_seconds() -> float:
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
+    # User + system CPU of this process, on every platform (``resource`` is Unix-only).
+    return time.process_time()
 
 
 class Demo:
@@ -232,8 +233,11 @@ async def start_demo(nursery: trio.Nursery, host: str = "127.0.0.1", port: int =
 
 
 async def run_demo(host: str, port: int) -> None:
+    """Serve the demo until Ctrl-C or SIGTERM: either closes every client cleanly (1001,
+    parked polls answered) before returning."""
     async with trio.open_nursery() as nursery:
         demo = await start_demo(nursery, host, port)
+        nursery.start_soon(_stop_on_sigterm, nursery.cancel_scope)
         shown_host = f"[{host}]" if ":" in host else host
         print(
             f"volleyio {__version__} demo (speedups: {_speedups.IMPLEMENTATION}) on "
@@ -241,3 +245,13 @@ async def run_demo(host: str, port: int) -> None:
             file=sys.stderr,
             flush=True,
         )
+
+
+async def _stop_on_sigterm(scope: trio.CancelScope) -> None:
+    if sys.platform == "win32" or threading.current_thread() is not threading.main_thread():
+        return  # Windows: Ctrl-C only; signal handlers can only be set by the main thread
+    with trio.open_signal_receiver(signal.SIGTERM) as signals:
+        async for _ in signals:
+            print("stopping (SIGTERM)", file=sys.stderr, flush=True)
+            scope.cancel()
+            return
