@@ -23,7 +23,6 @@ import importlib.metadata
 import json
 import os
 import platform
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -33,14 +32,17 @@ from typing import Any
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent.parent
+# Process plumbing (pinning, /proc CPU and RSS, server processes) shared with the
+# Engine.IO and Socket.IO suites.
+sys.path.insert(0, str(HERE.parent / "engineio"))
+from benchlib import cpu_seconds, pin, rss_bytes  # noqa: E402
+import benchlib  # noqa: E402
 #: volleyio twice: an ``async def handler(ws)`` (``async for`` + ``await ws.send``) and a
 #: ``MessageHandler`` (callbacks + ``send_nowait``, the shape of picows' listener API).
 PEERS = ["volleyio", "volleyio-callbacks", "websockets-asyncio", "websockets-trio", "picows", "aiohttp",
          "trio-websocket"]
 BASELINES = ["trio-tcp-stream", "trio-tcp-socket"]
 PACKAGES = ["trio", "h11", "websockets", "picows", "aiohttp", "trio-websocket", "wsproto"]
-CLK_TCK = os.sysconf("SC_CLK_TCK")
-PAGE = os.sysconf("SC_PAGE_SIZE")
 
 
 def build_loadgen(workdir: Path) -> Path:
@@ -49,48 +51,9 @@ def build_loadgen(workdir: Path) -> Path:
     return out
 
 
-def pin(core: int) -> list[str]:
-    if shutil.which("taskset") and (os.cpu_count() or 1) > 1:
-        return ["taskset", "-c", str(core)]
-    return []
-
-
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK
-
-
-def rss_bytes(pid: int) -> int:
-    return int(Path(f"/proc/{pid}/statm").read_text().split()[1]) * PAGE
-
-
-class Server:
-    def __init__(self, name: str, port: int) -> None:
-        env = dict(os.environ)
-        env["PYTHONPATH"] = str(ROOT / "src") + os.pathsep + env.get("PYTHONPATH", "")
-        self.proc = subprocess.Popen(
-            [*pin(0), sys.executable, str(HERE / "servers.py"), name, str(port)],
-            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env, text=True,
-        )
-        assert self.proc.stdout is not None
-        line = self.proc.stdout.readline()
-        if line.strip() != "ready":
-            self.stop()
-            raise RuntimeError(f"{name} server did not start")
-        time.sleep(0.2)
-
-    @property
-    def pid(self) -> int:
-        return self.proc.pid
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()  # the process this script started, by PID
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+def start_server(name: str, port: int) -> benchlib.Server:
+    """One echo server process from ``servers.py``, pinned to core 0."""
+    return benchlib.Server(HERE / "servers.py", name, port)
 
 
 def run_load(loadgen: Path, mode: str, port: int, conns: int, inflight: int, size: int, total: int,
@@ -107,7 +70,7 @@ def run_load(loadgen: Path, mode: str, port: int, conns: int, inflight: int, siz
 
 def measure(loadgen: Path, name: str, port: int, mode: str, conns: int, inflight: int, size: int, total: int,
             cap: float) -> dict[str, Any]:
-    server = Server(name, port)
+    server = start_server(name, port)
     try:
         # Warm-up (imports, first allocations), then the measured run.
         run_load(loadgen, mode, port, conns, min(inflight, 2), size, max(total // 20, 100), cap)
@@ -122,7 +85,7 @@ def measure(loadgen: Path, name: str, port: int, mode: str, conns: int, inflight
 
 
 def measure_idle(loadgen: Path, name: str, port: int, conns: int, cap: float) -> dict[str, Any]:
-    server = Server(name, port)
+    server = start_server(name, port)
     try:
         # One short connection first so lazily-imported code is loaded before the baseline.
         run_load(loadgen, "ws", port, 1, 1, 32, 100, cap)

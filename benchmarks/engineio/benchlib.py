@@ -1,4 +1,4 @@
-"""Shared plumbing of benchmarks/engineio and benchmarks/socketio.
+"""Shared plumbing of benchmarks/engineio, benchmarks/socketio and benchmarks/echo.
 
 Server processes pinned to core 0, the C load generator (``eioload.c``) pinned to core 1,
 CPU time from ``/proc/PID/stat`` (user+system of the whole process, every thread), RSS from

@@ -35,7 +35,6 @@ from .connection import DEFAULT_MAX_FRAGMENTS, DEFAULT_MAX_MESSAGE_SIZE, Role, W
 from .extensions import (
     ClientExtensionFactory,
     Extension,
-    ExtensionParams,
     ServerExtensionFactory,
     is_token,
     parse_extensions_header,
