@@ -17,12 +17,20 @@ setup_peers() {
   if [ -f tests/js/package.json ]; then
     (cd tests/js && npm ci --no-audit --no-fund --loglevel=error)
   fi
-  if [ -f scripts/apt-packages.txt ] && ! command -v chromium >/dev/null 2>&1; then
+  # Debian packages the tests start themselves: Chromium, redis-server, nginx.
+  local missing=()
+  if [ -f scripts/apt-packages.txt ]; then
+    for pkg in $(cat scripts/apt-packages.txt); do
+      dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
+    done
+  fi
+  if [ "${#missing[@]}" -gt 0 ]; then
     if [ "$(id -u)" = 0 ]; then
+      echo "== installing Debian packages: ${missing[*]} (a few minutes on a fresh machine)"
       apt-get update -qq
-      DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(cat scripts/apt-packages.txt) >/dev/null
+      DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
     else
-      echo "warning: not root; cannot apt-get install $(cat scripts/apt-packages.txt)" >&2
+      echo "warning: not root; cannot apt-get install ${missing[*]}" >&2
     fi
   fi
 }
