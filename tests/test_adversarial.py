@@ -568,6 +568,15 @@ def test_eio_payload_packet_types_survive() -> None:
     ]
 
 
+@no_speedups
+@pytest.mark.parametrize("raw", ["[" * MiB, "1" * MiB, '{"type":"chat","text":"' + "\\u00e9" * (MiB // 6) + '"'])
+def test_demo_chat_json(raw: str) -> None:
+    from volleyio.demo.server import _parse_ws_chat
+
+    with time_bound():
+        assert _parse_ws_chat(raw) == "not JSON"  # not a RecursionError / traceback
+
+
 def test_refusals_are_volley_errors() -> None:
     assert issubclass(SocketIODecodeError, VolleyError)
     assert issubclass(EngineIOParseError, VolleyError)
