@@ -261,27 +261,52 @@ def test_deflate_negotiation_declines_many_offers() -> None:
     assert len(offers) == MiB // 48
 
 
+def upgrade_request(**replace: str) -> h11.Request:
+    headers = {
+        "Host": "example.com",
+        "Upgrade": "websocket",
+        "Connection": "Upgrade",
+        "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ==",
+        "Sec-WebSocket-Version": "13",
+        **replace,
+    }
+    return h11.Request(method="GET", target="/", headers=list(headers.items()))
+
+
 @no_speedups
 def test_server_handshake_with_huge_list_headers() -> None:
-    request = h11.Request(
-        method="GET",
-        target="/",
-        headers=[
-            ("Host", "example.com"),
-            ("Upgrade", "websocket"),
-            ("Connection", "Upgrade"),
-            ("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ=="),
-            ("Sec-WebSocket-Version", "13"),
-            ("Origin", "http://" + "a" * (MiB // 4) + ".example.com"),
-            ("Sec-WebSocket-Protocol", "chat, " * (MiB // 24) + "x"),
-            ("Sec-WebSocket-Extensions", "permessage-deflate; a, " * (MiB // 92) + "x"),
-        ],
+    origin = "http://" + "a" * (MiB // 4) + ".example.com"
+    request = upgrade_request(
+        Origin=origin,
+        **{
+            "Sec-WebSocket-Protocol": "chat, " * (MiB // 24) + "x",
+            "Sec-WebSocket-Extensions": "permessage-deflate; a, " * (MiB // 92) + "x",
+        },
     )
     with time_bound():
         result = server_handshake(
-            request, subprotocols=("other",), origins="*", extensions=[ServerPerMessageDeflateFactory()]
+            request, subprotocols=("other",), origins=(origin.upper(),), extensions=[ServerPerMessageDeflateFactory()]
         )
     assert isinstance(result, HandshakeAccepted) and result.subprotocol is None and not result.extensions
+
+
+@no_speedups
+@pytest.mark.parametrize(
+    "headers,status",
+    [
+        ({"Sec-WebSocket-Key": "QUFB" * (MiB // 4)}, 400),  # valid base64, far too long
+        ({"Sec-WebSocket-Key": "QUFB" * (MiB // 4 - 1) + "QU!B"}, 400),  # invalid at the end
+        ({"Origin": "http://" + "a" * MiB + ":80"}, 403),  # same-origin check of a long origin
+        ({"Upgrade": "x, " * (MiB // 3) + "y"}, 426),
+        ({"Sec-WebSocket-Protocol": "a b, " * (MiB // 5) + "x"}, 400),  # not tokens
+    ],
+    ids=["long-key", "bad-key-at-the-end", "long-origin", "long-upgrade-list", "bad-protocols"],
+)
+def test_server_handshake_refuses_huge_headers(headers: dict[str, str], status: int) -> None:
+    request = upgrade_request(**headers)
+    with time_bound():
+        result = server_handshake(request)
+    assert not isinstance(result, HandshakeAccepted) and result.error.status == status
 
 
 @no_speedups
