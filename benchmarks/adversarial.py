@@ -11,7 +11,10 @@ effects aside); a quadratic one multiplies it by 16 from 64 KiB to 1 MiB.
 WebSocket shapes are measured on both speedups twins (``compiled`` and ``python``).
 A measurement whose projected quadratic time at the next size exceeds ``--budget``
 (default 60 s) is not run: the cell says ``skip`` (only a super-linear decoder gets
-there). Each cell is the best of up to 3 runs (fewer when one run is slow).
+there). Each cell is the best CPU time (``time.process_time``: other processes on a
+shared machine count less than in wall time) of up to 3 runs, fewer when one run is
+slow, with the cyclic garbage collector off while timing (``--gc`` keeps it on: its
+collections are amortized linear too, but they add noise that grows with the heap).
 
 The shapes are the ones tests/test_adversarial.py feeds at the largest size under a
 time bound; figures taken on a shared machine are noisy, compare within one run.
@@ -21,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import gc
 import os
 import random
 import sys
@@ -371,15 +375,23 @@ def cases() -> list[Case]:
     return result
 
 
-def measure(case: Case, size: int) -> float:
+def measure(case: Case, size: int, keep_gc: bool) -> float:
+    """Best CPU time (s) of up to 3 runs; CPU time of this process, not wall time, so
+    that other processes on a shared machine count less."""
     data = case.build(size)
     best = float("inf")
     for _ in range(3):
         if isinstance(data, tuple) and isinstance(data[0], EngineIOServer):
             data = case.build(size)  # a server core is single-use
-        t0 = time.perf_counter()
-        case.run(data)
-        elapsed = time.perf_counter() - t0
+        gc.collect()
+        if not keep_gc:
+            gc.disable()
+        try:
+            t0 = time.process_time()
+            case.run(data)
+            elapsed = time.process_time() - t0
+        finally:
+            gc.enable()
         best = min(best, elapsed)
         if elapsed > 1.0:
             break
@@ -391,11 +403,16 @@ def main() -> None:
     parser.add_argument("--only", default="", help="run only cases whose group or name contains this")
     parser.add_argument("--budget", type=float, default=60.0, help="skip a size projected (quadratically) past this")
     parser.add_argument("--sizes", default="", help="comma-separated KiB sizes (default 64,256,1024)")
+    parser.add_argument("--gc", action="store_true", help="keep the cyclic garbage collector on while timing")
     args = parser.parse_args()
     sizes = tuple(int(s) * KiB for s in args.sizes.split(",")) if args.sizes else SIZES
     impls = [name for name in ("compiled", "python") if name in _speedups.available()]
     print(f"Python {sys.version.split()[0]}, speedups available: {', '.join(impls)}")
-    print("ms per MiB of input (best of up to 3); growth = ms/MiB at the largest size / at the smallest\n")
+    print(
+        "CPU ms per MiB of input (best of up to 3"
+        + (", cyclic GC on" if args.gc else ", cyclic GC off while timing")
+        + "); growth = ms/MiB at the largest size / at the smallest\n"
+    )
     heads = " | ".join(f"{s // KiB} KiB" for s in sizes)
     print(f"| decoder | input | twin | {heads} | growth |")
     print("|---|---|---|" + "---:|" * len(sizes) + "---:|")
@@ -414,7 +431,7 @@ def main() -> None:
                 if previous * 16 > args.budget:
                     cells.append("skip")
                     continue
-                elapsed = measure(case, size)
+                elapsed = measure(case, size, args.gc)
                 previous = elapsed
                 per_mb.append(elapsed / (size / MiB) * 1000)
                 cells.append(f"{per_mb[-1]:.1f}")
