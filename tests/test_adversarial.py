@@ -261,8 +261,8 @@ def test_deflate_negotiation_declines_many_offers() -> None:
     assert len(offers) == MiB // 48
 
 
-def upgrade_request(**replace: str) -> h11.Request:
-    headers = {
+def upgrade_request(**replace: str | bytes) -> h11.Request:
+    headers: dict[str, str | bytes] = {
         "Host": "example.com",
         "Upgrade": "websocket",
         "Connection": "Upgrade",
@@ -314,6 +314,32 @@ def test_same_origin_check_of_a_long_origin() -> None:
     with time_bound():
         assert not is_same_origin("http://" + "a" * MiB + ":80", "a:80")
         assert not is_same_origin("http://[" + "1:" * (MiB // 2), "a:80")
+        assert not is_same_origin("http://a:" + "8" * MiB, "a:" + "8" * MiB)
+
+
+@no_speedups
+@pytest.mark.parametrize(
+    "origin,host",
+    [
+        ("http://a:" + "8" * 5000, "a:80"),  # past int()'s 4,300-digit limit: was a ValueError
+        ("http://a:80", "a:" + "8" * 5000),
+        ("http://[::1]:" + "8" * 5000, "[::1]"),
+        ("http://a:\u00b2", "a:2"),  # "²".isdigit() is true, int("²") a ValueError
+        ("http://a:080", "a:" + "0" * 10 + "80"),
+        ("http://a:65536", "a:65536"),
+    ],
+)
+def test_same_origin_with_impossible_ports(origin: str, host: str) -> None:
+    assert not is_same_origin(origin, host)
+    result = server_handshake(upgrade_request(Origin=origin.encode("latin-1"), Host=host))  # obs-text: bytes
+    assert not isinstance(result, HandshakeAccepted) and result.error.status == 403
+
+
+@no_speedups
+def test_same_origin_with_possible_ports() -> None:
+    assert is_same_origin("http://a:080", "a:80")
+    assert is_same_origin("http://a:65535", "A:65535")
+    assert is_same_origin("https://[::1]:443", "[::1]")
 
 
 def request_head(size: int) -> bytes:
@@ -412,6 +438,26 @@ def test_eio_server_core_post_of_tiny_packets() -> None:
         events = server.take_events()
     assert response.status == 200
     assert sum(isinstance(e, MessageReceived) for e in events) == MAX_PAYLOAD // 3
+
+
+@no_speedups
+@pytest.mark.parametrize(
+    "headers,status",
+    [
+        ({"origin": "http://" + "a" * MiB, "host": "a" * MiB}, 200),  # same origin
+        ({"origin": "http://" + "a" * MiB, "host": "b" * MiB}, 403),
+        ({"origin": "http://" + "[" * MiB, "host": "[" * MiB + ":80"}, 403),
+        ({"origin": "http://a\x00" + "a" * MiB, "host": "a"}, 400),
+        ({"origin": "http://a:" + "8" * MiB, "host": "a:" + "8" * MiB}, 403),
+    ],
+    ids=["same-long-host", "other-long-host", "brackets", "bad-char-at-the-start", "long-ports"],
+)
+def test_eio_handshake_origin_check_of_megabyte_headers(headers: dict[str, str], status: int) -> None:
+    server = EngineIOServer(ServerConfig())
+    request = HttpRequest("GET", "/engine.io/", {"EIO": "4", "transport": "polling"}, headers)
+    with time_bound():
+        response = server.handle_request(request, 0.0)
+    assert isinstance(response, HttpResponse) and response.status == status
 
 
 @no_speedups
