@@ -202,7 +202,8 @@ _DEFAULT_PORTS = {"http": 80, "ws": 80, "https": 443, "wss": 443}
 def is_same_origin(origin: str, host: str) -> bool:
     """True if ``origin`` (``scheme://host[:port]``) names the same host and port as a
     ``Host`` header value. A ``Host`` without a port is taken to use the origin
-    scheme's default port; ``null`` and unparsable origins are never same-origin."""
+    scheme's default port; ``null`` and unparsable origins, and any with a port that
+    cannot exist (over 5 digits, above 65535, non-ASCII digits), are never same-origin."""
     try:
         parts = urlsplit(origin.strip())
     except ValueError:
