@@ -85,6 +85,10 @@ class Peer:
     async def send(self, data: bytes) -> None:
         await self.stream.send_all(data)
 
+    async def aclose(self) -> None:
+        """Drop TCP (the server then needs no close timeout to let go of us)."""
+        await self.stream.aclose()
+
     async def read(self) -> tuple[int, bytes] | None:
         """The next frame (opcode, payload decoded), or None at EOF."""
         while True:
@@ -166,6 +170,7 @@ async def test_messages_before_a_violation_are_answered_before_the_close(
             assert got[:3] == [(1, b"one"), (2, b"two"), (1, big.encode())]
             assert len(got) == 4 and close_code(got[3]) == code
             assert await peer.read() is None  # then the server drops TCP
+            await peer.aclose()
             server.shutdown()
 
 
@@ -187,6 +192,7 @@ async def test_held_failure_is_bounded_by_close_timeout() -> None:
             got = await peer.read_all()
             assert [close_code(item) for item in got] == [1002]
             assert 0.3 < trio.current_time() - t0 < 5
+            await peer.aclose()
             server.shutdown()
 
 
@@ -201,6 +207,7 @@ async def test_handler_returning_early_sends_the_violation_code() -> None:
             await peer.send(peer.message("a") + peer.message("b") + frame(1, b"\xc0"))
             got = await peer.read_all()
             assert got[0] == (1, b"a") and close_code(got[-1]) == 1007 and len(got) == 2
+            await peer.aclose()
             server.shutdown()
 
 
@@ -212,6 +219,7 @@ async def test_fragment_header_past_the_limit_closes_1009_before_its_payload(han
             await peer.send(frame(2, b"a" * 600, fin=False) + frame(0, b"", length=401))
             got = await peer.read_all()  # no payload byte of the second fragment was sent
             assert [close_code(item) for item in got] == [1009]
+            await peer.aclose()
             server.shutdown()
 
 
@@ -226,6 +234,7 @@ async def test_invalid_utf8_closes_1007_before_the_frame_is_complete(handler_sty
             await peer.send(data[:14 + 102])
             got = await peer.read_all()
             assert [close_code(item) for item in got] == [1007]
+            await peer.aclose()
             server.shutdown()
 
 
@@ -269,6 +278,7 @@ async def test_pong_before_the_echo_of_a_message_completed_after_the_ping(handle
             got = [await peer.read() for _ in range(3)]
             assert [item for item in got if item is not None and item[0] == 10] == [(10, b"p3")]
             assert [item for item in got if item is not None and item[0] == 1] == [(1, b"x"), (1, b"y")]
+            await peer.aclose()
             server.shutdown()
 
 
@@ -313,6 +323,7 @@ async def test_autobahn_like_cases(handler_style: str, frames: list[bytes], expe
                 assert item is not None
                 got.append(("close", close_code(item)) if item[0] == 8 else item)
             assert got == expected
+            await peer.aclose()
             server.shutdown()
 
 
@@ -330,4 +341,5 @@ async def test_autobahn_like_large_echo_in_pieces(handler_style: str, size: int,
             for i in range(0, len(data), chunk):
                 await peer.send(data[i : i + chunk])
             assert await peer.read() == (1, text)
+            await peer.aclose()
             server.shutdown()
