@@ -558,7 +558,7 @@ class WebSocketConnection:
         elif self._buffer is not None and not self._discarding:
             self._start_pending(self._buffer)
 
-    def _handle_frames(self, frames: list[Any]) -> bool:
+    def _handle_frames(self, frames: list[tuple[int, bool, int, Union[bytes, str]]]) -> bool:
         """Turn parsed frames into events; True when the rest of the input is to be ignored."""
         events = self._events
         for frame in frames:
