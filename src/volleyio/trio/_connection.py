@@ -430,9 +430,11 @@ class WebSocketConnection(ReceiverWait):
 
         Returns False when the connection is closing or closed (nothing is queued). Inside
         a :class:`MessageHandler` callback of this connection the message joins the
-        read's batch; otherwise it is written at once when the kernel takes it. Bytes the
-        peer has not taken are buffered up to ``limit``; the message that would go beyond
-        closes the connection with 1008 "slow consumer" (and False is returned).
+        read's batch, whatever its size: the connection's own replies are under
+        ``write_high`` backpressure (later messages wait, nothing more is read), not this
+        limit. Otherwise (fan-out) it is written at once when the kernel takes it; bytes
+        the peer has not taken are buffered up to ``limit``, and the message that would
+        go beyond closes the connection with 1008 "slow consumer" (and False is returned).
         """
         if self._close_sent or self.state != "OPEN":
             return False
