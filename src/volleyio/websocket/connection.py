@@ -685,15 +685,21 @@ class WebSocketConnection:
         view = memoryview(data)
         piece: BytesLike = view[:need] if len(view) > need else view
         if piece:
+            start = len(payload)
+            payload += piece  # copied as received, then unmasked in place
             key = pending.key
-            if key is not None:
-                piece = _speedups.mask(piece, key, len(payload))
             validator = pending.utf8
-            if validator is not None and validator.feed(piece) != -1:
-                # Fail fast: the rest of the frame is never waited for.
-                self._fail(1007, "invalid UTF-8 in text message" if pending.continuation else "invalid UTF-8 in text frame")
-                return None
-            payload += piece
+            if key is not None or validator is not None:
+                with memoryview(payload) as whole, whole[start:] as added:
+                    if key is not None:
+                        _speedups.mask_inplace(added, key, start)
+                    bad = validator is not None and validator.feed(added) != -1
+                if bad:
+                    # Fail fast: the rest of the frame is never waited for.
+                    self._fail(
+                        1007, "invalid UTF-8 in text message" if pending.continuation else "invalid UTF-8 in text frame"
+                    )
+                    return None
         if len(payload) < pending.length:
             return None
         self._pending = None
