@@ -473,7 +473,7 @@ class WebSocketConnection(ReceiverWait):
             return
         if self._proto.failure_pending:
             encode_close_payload(code if code != 1005 else None, reason)  # same ValueError rules
-            self._complete_failure()  # the peer broke the protocol: its close code is sent
+            self._complete_failure(flush=not self._dispatching)  # the peer broke the protocol: its code is sent
             return
         self._proto.close(None if code == 1005 else code, reason)
         self._close_sent = True
@@ -501,7 +501,7 @@ class WebSocketConnection(ReceiverWait):
                     return item
                 if item is _FAILURE_MARK:
                     del queue[0]
-                    self._complete_failure()
+                    self._complete_failure(flush=True)
                     continue
                 if item is _CLOSED_SENTINEL:
                     await trio.lowlevel.checkpoint()
@@ -539,7 +539,7 @@ class WebSocketConnection(ReceiverWait):
         if not count:
             if queue[0] is _FAILURE_MARK:
                 del queue[0]
-                self._complete_failure()
+                self._complete_failure(flush=True)
                 return await self.receive_many(max_messages)
             if queue[0] is _CLOSED_SENTINEL:
                 await trio.lowlevel.checkpoint()
@@ -580,7 +580,7 @@ class WebSocketConnection(ReceiverWait):
             item = queue[0]
             if item is _FAILURE_MARK:
                 del queue[0]
-                self._complete_failure()
+                self._complete_failure(flush=True)
                 continue
             if item is _CLOSED_SENTINEL:
                 raise self._closed_exc()
@@ -1234,10 +1234,12 @@ class WebSocketConnection(ReceiverWait):
             await trio.sleep_forever()
         self._failure_scope = None
         if self._proto.failure_pending:
-            self._complete_failure()
+            self._complete_failure(flush=True)
 
-    def _complete_failure(self) -> None:
-        """Send the close frame of a held protocol failure (after the replies queued so far)."""
+    def _complete_failure(self, flush: bool = False) -> None:
+        """Queue the close frame of a held protocol failure (after the replies queued so
+        far). ``flush``: write it from here (the caller is not the reader, which writes
+        what a read queued)."""
         proto = self._proto
         if not proto.failure_pending:
             return
@@ -1250,10 +1252,11 @@ class WebSocketConnection(ReceiverWait):
         if _FAILURE_MARK in queue:
             queue.remove(_FAILURE_MARK)
         self._dispatch()
-        if self._deferred:
-            self._flush_nowait()
-        else:
-            self._ensure_flusher()
+        if flush:
+            if self._deferred:
+                self._flush_nowait()
+            else:
+                self._ensure_flusher()
 
     def _dispatch(self, events: list[Any] | None = None) -> None:
         proto = self._proto
