@@ -1208,6 +1208,8 @@ class WebSocketConnection(ReceiverWait):
         def`` handler has until it asks for the message after them, at most
         ``close_timeout``. Then the close frame goes out (see _complete_failure).
         """
+        if self._failure_scope is not None:
+            return  # found in an earlier read: the deadline runs (later reads are discarded)
         failure = self._proto.failure
         assert failure is not None
         if self.close_code is None:
@@ -1226,13 +1228,12 @@ class WebSocketConnection(ReceiverWait):
             return
         queue.append(_FAILURE_MARK)
         self._wake_receivers()
-        self._nursery.start_soon(self._failure_deadline, deadline)
+        scope = self._failure_scope = trio.CancelScope(deadline=deadline)
+        self._nursery.start_soon(self._failure_deadline, scope)
 
-    async def _failure_deadline(self, deadline: float) -> None:
-        with trio.CancelScope(deadline=deadline) as scope:
-            self._failure_scope = scope
+    async def _failure_deadline(self, scope: trio.CancelScope) -> None:
+        with scope:
             await trio.sleep_forever()
-        self._failure_scope = None
         if self._proto.failure_pending:
             self._complete_failure(flush=True)
 
