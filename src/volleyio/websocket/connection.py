@@ -183,7 +183,7 @@ def encode_message_frames(
 class _PendingFrame:
     """A data frame whose header was received and whose payload is still arriving."""
 
-    __slots__ = ("opcode", "fin", "rsv", "length", "key", "utf8", "continuation", "payload")
+    __slots__ = ("opcode", "fin", "rsv", "length", "key", "utf8", "fragmented", "payload")
 
     def __init__(
         self,
@@ -193,7 +193,7 @@ class _PendingFrame:
         length: int,
         key: bytes | None,
         utf8: _speedups.Utf8Validator | None,
-        continuation: bool,
+        fragmented: bool,
     ) -> None:
         self.opcode = opcode
         self.fin = fin
@@ -201,7 +201,7 @@ class _PendingFrame:
         self.length = length
         self.key = key
         self.utf8 = utf8
-        self.continuation = continuation
+        self.fragmented = fragmented  # part of a fragmented message (for the 1007 reason)
         self.payload = bytearray()  # unmasked, grows as the bytes arrive (never pre-sized)
 
 
@@ -669,7 +669,7 @@ class WebSocketConnection:
             else:
                 validator = _speedups.Utf8Validator()
         key = bytes(buffer[header - 4 : header]) if b1 & 0x80 else None
-        pending = _PendingFrame(opcode, fin, rsv, length, key, validator, text and opcode == OP_CONTINUATION)
+        pending = _PendingFrame(opcode, fin, rsv, length, key, validator, not (opcode == OP_TEXT and fin))
         self._pending = pending
         self._buffer = None
         if have > header:
@@ -697,7 +697,7 @@ class WebSocketConnection:
                 if bad:
                     # Fail fast: the rest of the frame is never waited for.
                     self._fail(
-                        1007, "invalid UTF-8 in text message" if pending.continuation else "invalid UTF-8 in text frame"
+                        1007, "invalid UTF-8 in text message" if pending.fragmented else "invalid UTF-8 in text frame"
                     )
                     return None
         if len(payload) < pending.length:
