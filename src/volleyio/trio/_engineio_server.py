@@ -387,10 +387,10 @@ class EngineIOApp:
 
     # ------------------------------------------------------------------ HttpMount: requests
 
-    async def handle_request(self, request: Request, http: HttpConnection) -> Takeover | None:
+    def handle_request(self, request: Request, http: HttpConnection) -> Awaitable[Takeover | None]:
         """One request of this endpoint, read by the server's connection loop (which
         keeps the connection alive between requests); see :mod:`._engineio_polling`."""
-        return await _handle_polling_request(self, request, http)
+        return _handle_polling_request(self, request, http)
 
 
 async def serve_engineio(

@@ -44,7 +44,7 @@ caller, which awaits it once the loop's own state is gone.
 from __future__ import annotations
 
 import re
-from collections.abc import Coroutine
+from collections.abc import Awaitable, Coroutine
 from http import HTTPStatus
 from typing import Any, Protocol
 
@@ -103,7 +103,7 @@ class Door(Protocol):
     closes the connection.
     """
 
-    async def handle_request(self, request: Request, http: HttpConnection) -> Takeover | None: ...
+    def handle_request(self, request: Request, http: HttpConnection) -> Awaitable[Takeover | None]: ...
 
 
 class RequestHead:
@@ -253,15 +253,17 @@ def render(
     framed = False
     nosniff = status < 400
     connection = keep_alive
+    check = not (nosniff and connection)  # only Content-Length to look for (the hot path)
     for name, value in headers:
         parts.append(f"{name}: {value}\r\n".encode("latin-1"))
-        lowered = name.lower()
-        if lowered == "content-length":
-            framed = True
-        elif lowered == "x-content-type-options":
-            nosniff = True
-        elif lowered == "connection":
-            connection = True  # the caller's own (a handshake refusal says close)
+        if not framed or check:
+            lowered = name.lower()
+            if lowered == "content-length":
+                framed = True
+            elif lowered == "x-content-type-options":
+                nosniff = True
+            elif lowered == "connection":
+                connection = True  # the caller's own (a handshake refusal says close)
     if not framed:
         parts.append(f"Content-Length: {len(body)}\r\n".encode("ascii"))
     if not nosniff:
@@ -415,18 +417,26 @@ class HttpConnection:
             head, self._remaining = fast
             self._buffer = data[len(head.raw) :]
             self._declared = self._remaining
+            # The fast path took HTTP/1.1 without Transfer-Encoding: only the target
+            # form is left to check, and Connection only when there is one.
+            if not head.target.startswith(b"/"):
+                await self.refuse(400, "the request target must be a path (origin form)")
+                return None
+            keep_alive = True
+            for name, value in head.headers:
+                if name == b"connection" and b"close" in value.lower():
+                    keep_alive = b"close" not in head.tokens(b"connection")
+                    break
         else:
             parsed = await self._read_head_h11(data, deadline)
             if parsed is None:
                 return None
             head = parsed
-        refusal = _refusal(head)
-        if refusal is not None:
-            await self.refuse(*refusal)
-            return None
-        keep_alive = True
-        if head.http_version != b"1.1" or b"close" in head.tokens(b"connection"):
-            keep_alive = False
+            refusal = _refusal(head)
+            if refusal is not None:
+                await self.refuse(*refusal)
+                return None
+            keep_alive = b"close" not in head.tokens(b"connection")
         self._keep_alive = keep_alive
         self._responded = False
         self.head = head

@@ -53,7 +53,7 @@ class HttpMount(Protocol):
                                    head_only=request.method == "HEAD")
     """
 
-    async def handle_request(self, request: Request, http: HttpConnection) -> Takeover | None: ...
+    def handle_request(self, request: Request, http: HttpConnection) -> Awaitable[Takeover | None]: ...
 
 
 class WebSocketServer:
@@ -193,13 +193,17 @@ class WebSocketServer:
                 return mount
         return None
 
-    async def handle_request(self, request: Request, http: HttpConnection) -> Takeover | None:
+    def handle_request(self, request: Request, http: HttpConnection) -> Awaitable[Takeover | None]:
         """The dispatch of the connection loop: a mount, a page from ``process_request``,
-        a WebSocket route, or an error (404/426/403/...)."""
+        a WebSocket route, or an error (404/426/403/...). (A plain function returning the
+        door's coroutine: no coroutine layer of its own per request.)"""
         if self._mount_order:
             mount = self.mount_for(request.path)
             if mount is not None:
-                return await mount.handle_request(request, http)
+                return mount.handle_request(request, http)
+        return self._handle_route(request, http)
+
+    async def _handle_route(self, request: Request, http: HttpConnection) -> Takeover | None:
         head = http.head
         assert head is not None
         with trio.move_on_after(self.open_timeout) as scope:

@@ -637,9 +637,10 @@ class SocketIOApp:
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         await self.server._run(task_status)
 
-    async def handle_request(self, request: Any, http: Any) -> Any:
-        """One request of the Socket.IO endpoint (see :class:`~volleyio.trio.HttpMount`)."""
-        return await self.server.engineio.handle_request(request, http)
+    def handle_request(self, request: Any, http: Any) -> Any:
+        """One request of the Socket.IO endpoint (see :class:`~volleyio.trio.HttpMount`):
+        the Engine.IO endpoint's coroutine."""
+        return self.server.engineio.handle_request(request, http)
 
 
 class SocketIOServer:
