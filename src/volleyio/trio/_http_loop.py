@@ -621,10 +621,7 @@ class HttpConnection:
         self._keep_alive = False
         self._responded = True
         self._linger = True
-        headers = [(k.lower(), v) for k, v in response.headers]
-        if response.status >= 400 and not any(k == "x-content-type-options" for k, _ in headers):
-            headers.append(("x-content-type-options", "nosniff"))
-        return await send_bytes(self.stream, render_response(Response(response.status, response.body, headers), head_only=head_only))
+        return await send_bytes(self.stream, render_response(response, head_only=head_only))
 
     async def respond_raw(self, data: bytes) -> bool:
         """Write an already rendered response and close the connection."""
