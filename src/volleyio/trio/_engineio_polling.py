@@ -56,6 +56,7 @@ async def handle_request(app: EngineIOApp, request: Request, http: HttpConnectio
     path, _, query_string = request.target.partition("?")
     headers: dict[str, str] = {}
     upgrade = False
+    raw_name = raw_value = b""
     for raw_name, raw_value in head.headers:
         name = raw_name.decode("latin-1")
         if name not in headers:
@@ -104,7 +105,8 @@ async def handle_request(app: EngineIOApp, request: Request, http: HttpConnectio
     finally:
         app._handshake_request = None
 
-    del headers, core_request, query
+    # A parked GET lives long: its frame keeps none of the request's pieces.
+    del headers, core_request, query, path, query_string, raw_name, raw_value
     if isinstance(outcome, HttpResponse):
         if sid:
             app._flushed(sid)  # a GET answered at once took packets from the buffer
