@@ -562,3 +562,57 @@ def test_fast_path_takes_the_common_heads() -> None:
     for data in declined:
         assert parse_head_fast(data) is None, data
 
+
+
+# ----------------------------------------------------------------------------- a plain mount
+
+
+class StaticFile:
+    """The smallest door: no background task, one file, keep-alive by the loop."""
+
+    def __init__(self, body: bytes) -> None:
+        self.body = body
+        self.seen: list[str] = []
+
+    async def handle_request(self, request: vt.Request, http: vt.HttpConnection) -> None:
+        self.seen.append(f"{request.method} {request.path}")
+        if request.method not in ("GET", "HEAD"):
+            await http.respond(405, [("Allow", "GET, HEAD")])
+            return
+        await http.respond(
+            200, [("Content-Type", "application/javascript")], self.body, head_only=request.method == "HEAD"
+        )
+
+
+async def test_a_static_file_mount_plugs_into_the_loop(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)
+    static = StaticFile(b"console.log(1);\n")
+    with trio.fail_after(TEST_TIMEOUT):
+        async with trio.open_nursery() as nursery:
+            server: vt.WebSocketServer = await nursery.start(
+                lambda task_status: vt.serve(
+                    {"/ws": echo_handler}, "127.0.0.1", 0, mounts={"/static/app.js": static}, task_status=task_status
+                )
+            )
+            stream = await trio.open_tcp_stream("127.0.0.1", server.port)
+            async with stream:
+                # Three requests on one connection, the last one closing it; a body the
+                # mount never reads is dropped by the loop between them.
+                await stream.send_all(
+                    b"GET /static/app.js HTTP/1.1\r\nHost: x\r\n\r\n"
+                    b"POST /static/app.js HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\n\r\nbody"
+                    b"HEAD /static/app.js HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+                )
+                data = await read_http_response(stream)
+            # HEAD carries no body: split by hand.
+            first, rest = data.split(b"\r\n\r\n", 1)
+            assert first.startswith(b"HTTP/1.1 200") and rest.startswith(b"console.log(1);\n")
+            rest = rest[len(b"console.log(1);\n") :]
+            responses = parse_responses(rest.split(b"HTTP/1.1 200")[0])
+            assert [r[0] for r in responses] == [405]
+            assert responses[0][1]["x-content-type-options"] == "nosniff"
+            last = rest[rest.index(b"HTTP/1.1 200") :]
+            assert b"Connection: close" in last and b"Content-Length: 16" in last and last.endswith(b"\r\n\r\n")
+            assert static.seen == ["GET /static/app.js", "POST /static/app.js", "HEAD /static/app.js"]
+            server.shutdown()
+    assert_no_tracebacks(caplog)
