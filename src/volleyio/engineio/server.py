@@ -62,8 +62,7 @@ from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Literal, Union
-from urllib.parse import urlsplit
-
+from ..origin import origin_allowed, same_origin
 from .packets import (
     MAX_PACKETS_PER_PAYLOAD,
     EngineIOParseError,
@@ -210,6 +209,7 @@ class RefuseWebSocket:
         body = self.message.encode("utf-8")
         return (
             b"HTTP/1.1 400 Bad Request\r\nConnection: close\r\nContent-type: text/html\r\n"
+            b"X-Content-Type-Options: nosniff\r\n"
             + f"Content-Length: {len(body)}\r\n\r\n".encode("ascii")
             + body
         )
@@ -264,7 +264,8 @@ class CorsConfig:
     max_age: int | None = None
 
     def allows(self, origin: str) -> bool:
-        return self.allowed_origins == "*" or origin in self.allowed_origins
+        """True if ``origin`` is allowed (compared by :func:`volleyio.origin.normalize_origin`)."""
+        return origin_allowed(origin, self.allowed_origins)
 
 
 @dataclass(frozen=True, slots=True)
@@ -546,27 +547,9 @@ class Session:
 
 # ------------------------------------------------------------------------------- the server
 
+#: On every error response: browsers must not guess a type for its body.
+_NOSNIFF = ("X-Content-Type-Options", "nosniff")
 _INVALID_HEADER_CHAR = re.compile(r"[^\t\x20-\x7e\x80-\xff]")
-_DEFAULT_PORTS = {"http": 80, "https": 443, "ws": 80, "wss": 443}
-
-
-def _same_origin(origin: str, host: str | None) -> bool:
-    if host is None:
-        return False
-    try:
-        parts = urlsplit(origin)
-        origin_host = (parts.hostname or "").lower()
-        origin_port = parts.port or _DEFAULT_PORTS.get(parts.scheme.lower())
-        host_parts = urlsplit("//" + host)
-        request_host = (host_parts.hostname or "").lower()
-        request_port = host_parts.port
-    except ValueError:
-        return False
-    if not origin_host or origin_host != request_host:
-        return False
-    if request_port is None:
-        return origin_port == _DEFAULT_PORTS.get(parts.scheme.lower())
-    return request_port == origin_port
 
 
 class EngineIOServer:
@@ -792,7 +775,7 @@ class EngineIOServer:
             session._post_pending = False
             if session._state is _State.OPEN:
                 self._close(session, DisconnectReason.MESSAGE_TOO_BIG, "POST body over maxPayload", now)
-        return HttpResponse(413, (("Content-Length", "0"),) + cors_headers, b"")
+        return HttpResponse(413, (("Content-Length", "0"), _NOSNIFF) + cors_headers, b"")
 
     def post_aborted(self, sid: str, now: float) -> None:
         session = self._sessions.get(sid)
@@ -910,7 +893,7 @@ class EngineIOServer:
         return HttpResponse(200, (("Content-Type", "text/html"), ("Content-Length", "2")) + extra, b"ok")
 
     def _plain_error(self, status: int, extra: tuple[tuple[str, str], ...] = ()) -> HttpResponse:
-        return HttpResponse(status, (("Content-Length", "0"),) + extra, b"")
+        return HttpResponse(status, (("Content-Length", "0"), _NOSNIFF) + extra, b"")
 
     def _error_response(
         self, code: ErrorCode, extra: tuple[tuple[str, str], ...], message: str | None = None
@@ -919,7 +902,9 @@ class EngineIOServer:
         encoded = body.encode("utf-8")
         status = 403 if code is ErrorCode.FORBIDDEN else 400
         return HttpResponse(
-            status, (("Content-Type", "application/json"), ("Content-Length", str(len(encoded)))) + extra, encoded
+            status,
+            (("Content-Type", "application/json"), ("Content-Length", str(len(encoded))), _NOSNIFF) + extra,
+            encoded,
         )
 
     def _error(
@@ -943,8 +928,8 @@ class EngineIOServer:
         if self.config.cors is not None and self.config.cors.allows(origin):
             return None
         if allowed is None:
-            return None if _same_origin(origin, request.headers.get("host")) else "Forbidden"
-        return None if origin in allowed else "Forbidden"
+            return None if same_origin(origin, request.headers.get("host")) else "Forbidden"
+        return None if origin_allowed(origin, allowed) else "Forbidden"
 
     def _cors_headers(self, request: HttpRequest) -> tuple[tuple[str, str], ...]:
         cors = self.config.cors

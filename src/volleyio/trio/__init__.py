@@ -37,6 +37,7 @@ from ._errors import (
     InvalidURI,
 )
 from ._http import Request, Response
+from ._http_loop import HttpConnection, RequestHead
 from ._server import HttpMount, WebSocketServer, serve
 from ._socketio_client import (
     SendBufferFullError,
@@ -71,12 +72,14 @@ __all__ = [
     "EngineIOSession",
     "EngineIOUpgradeError",
     "Handshake",
+    "HttpConnection",
     "HttpMount",
     "InvalidURI",
     "Limits",
     "MessageHandler",
     "Namespace",
     "Request",
+    "RequestHead",
     "Response",
     "SendBufferFullError",
     "Socket",

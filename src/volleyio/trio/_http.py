@@ -1,7 +1,7 @@
 """HTTP/1.1 pieces of the front door: the Request the application sees, plain responses.
 
-The request-head limits (LIMITS.md: 414/431) are enforced by the core's
-``volleyio.websocket.RequestHeadGuard`` and the handshake itself by
+Requests are read, limited (LIMITS.md: 414/431/408...) and dispatched by the one
+connection loop in :mod:`volleyio.trio._http_loop`; the WebSocket handshake itself is
 ``volleyio.websocket.server_handshake`` / ``ClientHandshake`` (see _server/_client).
 """
 
@@ -110,7 +110,8 @@ class Response:
 
 
 def render_response(response: Response, *, head_only: bool = False) -> bytes:
-    """Serialize a complete response that closes the connection."""
+    """Serialize a complete response that closes the connection (error responses get
+    ``X-Content-Type-Options: nosniff``)."""
     headers = [(k.lower(), v) for k, v in response.headers]
     names = {k for k, _ in headers}
     if "content-length" not in names:
@@ -119,6 +120,8 @@ def render_response(response: Response, *, head_only: bool = False) -> bytes:
         headers.append(("connection", "close"))
     if "server" not in names:
         headers.append(("server", SERVER_HEADER.decode()))
+    if response.status >= 400 and "x-content-type-options" not in names:
+        headers.append(("x-content-type-options", "nosniff"))
     try:
         reason = HTTPStatus(response.status).phrase
     except ValueError:

@@ -12,11 +12,10 @@ import h11
 import trio
 
 from .. import websocket as _ws
-from ..errors import HandshakeError
-from . import _http
 from ._connection import BatchFlusher, Limits, MessageHandler, WebSocketConnection
 from ._errors import BaseExceptionGroup, ConnectionClosed, unwrap_group
 from ._http import Request, Response
+from ._http_loop import HttpConnection, Takeover, render_h11_response, send_bytes, serve_connection
 from ._keepalive import Keepalive
 
 logger = logging.getLogger("volleyio.trio.server")
@@ -27,34 +26,34 @@ Handler = Union[AsyncHandler, MessageHandler]
 ProcessRequest = Callable[[Request], Awaitable[Union[Response, None]]]
 SelectSubprotocol = Callable[[Request, list[str]], Union[str, None]]
 
-#: h11's buffer for a request head: above the guard's limits (8 KiB line + 16 KiB block)
-#: so that the guard, not h11, answers oversized heads (414/431).
-_MAX_HEAD = 32 * 1024
-
 _ACCEPT_RETRY_ERRNOS = {errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS}
 
 
 class HttpMount(Protocol):
     """An HTTP application mounted on a path prefix of the front door (``serve(mounts=...)``).
 
-    ``run`` holds the mount's background tasks (timers); :meth:`WebSocketServer.run`
-    starts it with ``nursery.start`` before accepting, and it is cancelled at shutdown.
-    ``handle_http`` receives a request whose path starts with the prefix and owns the
-    connection from then on (keep-alive, bodies, upgrades). ``leftover`` holds the bytes
-    read past the request head. For a later request on the same connection that is not
-    its own it calls ``server.dispatch(stream, request, h11_request, leftover)``.
+    Every request whose path starts with the prefix (the longest matching prefix wins)
+    is handed to ``handle_request(request, http)`` by the server's one HTTP/1.1
+    connection loop (:mod:`volleyio.trio._http_loop`), which has already read and
+    checked the head (limits, framing, HTTP version) and handles keep-alive and errors.
+    The mount answers through ``http``, an :class:`~volleyio.trio.HttpConnection`:
+    ``await http.respond(status, headers, body)`` (``Content-Length`` framing,
+    ``Connection`` and ``nosniff`` handled), ``await http.read_body(limit)`` for a
+    request body, or takes the connection over (a WebSocket upgrade) with
+    ``leftover = http.detach()`` and returns a coroutine serving the rest of the
+    connection. ``http.head`` is the parsed head (bytes, h11's normalisation).
+
+    ``run`` (optional) holds the mount's background tasks (timers);
+    :meth:`WebSocketServer.run` starts it with ``nursery.start`` before accepting, and it
+    is cancelled at shutdown. A static page is as small as::
+
+        class Hello:
+            async def handle_request(self, request, http):
+                await http.respond(200, [("Content-Type", "text/plain")], b"hello",
+                                   head_only=request.method == "HEAD")
     """
 
-    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None: ...
-
-    async def handle_http(
-        self,
-        stream: trio.abc.Stream,
-        request: Request,
-        h11_request: h11.Request,
-        leftover: bytes,
-        server: WebSocketServer,
-    ) -> None: ...
+    def handle_request(self, request: Request, http: HttpConnection) -> Awaitable[Takeover | None]: ...
 
 
 class WebSocketServer:
@@ -95,9 +94,6 @@ class WebSocketServer:
         self._batch = BatchFlusher()
         #: Count of TCP connections being handled (handshake or open).
         self.active_tasks = 0
-        # The front door's h11 connection of a request handed to a mount, by id(stream):
-        # the mount takes it (take_h11_connection) instead of parsing the head again.
-        self._handoff: dict[int, h11.Connection] = {}
 
     @property
     def port(self) -> int:
@@ -153,35 +149,25 @@ class WebSocketServer:
                 tcp.setsockopt(6, 1, 1)  # TCP_NODELAY (trio sets it too; harmless)
             except OSError:
                 pass
-            started = [False]
-            result: tuple[Request, h11.Request, bytes, h11.Connection] | None = None
-            with trio.move_on_after(self.open_timeout) as scope:
-                if self.ssl_context is not None:
-                    stream = trio.SSLStream(tcp, self.ssl_context, server_side=True, https_compatible=True)
+            if self.ssl_context is not None:
+                stream = trio.SSLStream(tcp, self.ssl_context, server_side=True, https_compatible=True)
+                handshook = False
+                with trio.move_on_after(self.open_timeout):
                     try:
                         await stream.do_handshake()
                     except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
                         return
-                result = await self._read_request(stream, started, b"")
-            if scope.cancelled_caught:
-                if started[0]:
-                    await self._respond(stream, Response.text(408))
-                return
-            if result is None:
-                return
-            request, h11_request, leftover, conn = result
-            if self._mount_order:
-                self._handoff[id(stream)] = conn
-            # This frame lives as long as the connection: keep no reference to the
-            # handshake's objects here (dispatch drops its own once they are used).
-            mount = self._prepare(stream, request) if self._mount_order else None
-            if mount is not None:
-                # Straight to the mount: one coroutine frame less per open connection.
-                dispatching = mount.handle_http(stream, request, h11_request, leftover, self)
-            else:
-                dispatching = self.dispatch(stream, request, h11_request, leftover)
-            del result, request, h11_request, leftover, started, scope, conn, mount
-            await dispatching
+                    handshook = True
+                if not handshook:
+                    return
+            # The HTTP/1.1 loop serves the requests; a WebSocket upgrade (or another
+            # door's takeover) comes back as the coroutine serving the rest of the
+            # connection, run once the loop's frame and state are gone.
+            takeover = await serve_connection(
+                stream, self, open_timeout=self.open_timeout, secure=self.ssl_context is not None
+            )
+            if takeover is not None:
+                await takeover
         except trio.Cancelled:
             raise
         except BaseException as exc:  # noqa: BLE001 - one peer never disturbs the others
@@ -194,25 +180,11 @@ class WebSocketServer:
                 logger.exception("connection task failed")
         finally:
             self.active_tasks -= 1
-            self._handoff.pop(id(stream), None)
             with trio.CancelScope(shield=True):
                 try:
                     await trio.aclose_forcefully(tcp)
                 except BaseException:  # noqa: BLE001
                     pass
-
-    def _prepare(self, stream: trio.abc.Stream, request: Request) -> HttpMount | None:
-        """Fill in the request's peer and TLS flag; the mount that serves it, if any."""
-        request.secure = self.ssl_context is not None
-        if request.remote is None:
-            sock = getattr(_transport_of(stream), "socket", None)
-            try:
-                peer = sock.getpeername() if sock is not None else None
-                if peer is not None:
-                    request.remote = (str(peer[0]), int(peer[1]))
-            except (OSError, TypeError, IndexError):
-                pass
-        return self.mount_for(request.path) if self._mount_order else None
 
     def mount_for(self, path: str) -> HttpMount | None:
         """The mount whose prefix ``path`` starts with (longest prefix first)."""
@@ -221,31 +193,41 @@ class WebSocketServer:
                 return mount
         return None
 
-    async def dispatch(
-        self, stream: trio.abc.Stream, request: Request, h11_request: h11.Request, leftover: bytes
-    ) -> None:
-        """Serve one request read by the front door: a mount, a WebSocket route or an error.
+    def handle_request(self, request: Request, http: HttpConnection) -> Awaitable[Takeover | None]:
+        """The dispatch of the connection loop: a mount, a page from ``process_request``,
+        a WebSocket route, or an error (404/426/403/...). (A plain function returning the
+        door's coroutine: no coroutine layer of its own per request.)"""
+        if self._mount_order:
+            mount = self.mount_for(request.path)
+            if mount is not None:
+                return mount.handle_request(request, http)
+        return self._handle_route(request, http)
 
-        The caller closes the TCP connection when this returns.
-        """
-        mount = self._prepare(stream, request)
-        if mount is not None:
-            # This frame lives as long as the connection: drop the request's objects
-            # (the mount keeps what it needs).
-            handling = mount.handle_http(stream, request, h11_request, leftover, self)
-            del request, h11_request, leftover, mount
-            await handling
-            return
-        self._handoff.pop(id(stream), None)
+    async def _handle_route(self, request: Request, http: HttpConnection) -> Takeover | None:
+        head = http.head
+        assert head is not None
         with trio.move_on_after(self.open_timeout) as scope:
-            outcome = await self._accept_or_reject(request, h11_request)
-            if isinstance(outcome, Response):
-                await self._respond(stream, outcome, head_only=request.method == "HEAD")
-                return
-            handler, switching, proto = outcome
-            try:
-                await stream.send_all(switching)
-            except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+            outcome = await self._accept_or_reject(request, head.h11_request())
+        if scope.cancelled_caught:
+            return None  # process_request took too long: close
+        if isinstance(outcome, Response):
+            await http.respond_page(outcome, head_only=request.method == "HEAD")
+            return None
+        handler, switching, proto = outcome
+        leftover = http.detach()
+        return self._serve_websocket(http.stream, request, handler, switching, proto, leftover)
+
+    async def _serve_websocket(
+        self,
+        stream: trio.abc.Stream,
+        request: Request,
+        handler: Handler,
+        switching: bytes,
+        proto: _ws.WebSocketConnection,
+        leftover: bytes,
+    ) -> None:
+        with trio.move_on_after(self.open_timeout) as scope:
+            if not await send_bytes(stream, switching):
                 return
         if scope.cancelled_caught:
             return
@@ -258,7 +240,7 @@ class WebSocketServer:
             initial_data=leftover,
         )
         # Drop what the handshake needed: this frame lives as long as the connection.
-        del leftover, switching, outcome, scope, h11_request, proto
+        del leftover, switching, scope, proto
         # The reader runs as a sibling task in the server's nursery (no nursery per
         # connection: an idle connection costs two parked tasks and this object).
         assert self._nursery is not None
@@ -300,86 +282,6 @@ class WebSocketServer:
             code, reason = 1011, "internal error"
         await ws.close(code, reason)
 
-    def take_h11_connection(self, stream: trio.abc.Stream) -> h11.Connection | None:
-        """For a mount's ``handle_http``: the h11 connection that parsed the request
-        just dispatched on ``stream`` (its state is right after the request head, the
-        bytes past the head are in its buffer), or None. Only the first call gets it."""
-        return self._handoff.pop(id(stream), None)
-
-    async def read_request(
-        self, stream: trio.abc.Stream, started: list[bool], initial: bytes = b""
-    ) -> tuple[Request, h11.Request, bytes] | None:
-        """Read one request head: the core's RequestHeadGuard (414/431) in front of h11.
-
-        ``initial`` holds bytes already read from the connection (keep-alive: the start
-        of the next request). Returns ``(request, h11 request, bytes past the head)``,
-        or None when the peer went away or was answered with an error.
-        """
-        result = await self._read_request(stream, started, initial)
-        return None if result is None else result[:3]
-
-    async def _read_request(
-        self, stream: trio.abc.Stream, started: list[bool], initial: bytes
-    ) -> tuple[Request, h11.Request, bytes, h11.Connection] | None:
-        guard = _ws.RequestHeadGuard()
-        conn = h11.Connection(h11.SERVER, max_incomplete_event_size=_MAX_HEAD)
-        head = bytearray()
-        pending = initial
-        data: bytes | bytearray
-        while True:
-            if pending:
-                data, pending = pending, b""
-            else:
-                try:
-                    data = await stream.receive_some(16384)
-                except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
-                    return None
-                if not data:
-                    return None
-            started[0] = True
-            try:
-                guard.feed(data)
-            except HandshakeError as exc:
-                await self._respond(stream, Response.text(exc.status))
-                return None
-            head += data
-            conn.receive_data(bytes(data))
-            try:
-                event = conn.next_event()
-            except h11.RemoteProtocolError as exc:
-                status = exc.error_status_hint if exc.error_status_hint >= 400 else 400
-                await self._respond(stream, Response.text(status))
-                return None
-            if event is h11.NEED_DATA:
-                continue
-            if not isinstance(event, h11.Request):
-                await self._respond(stream, Response.text(400))
-                return None
-            end = head.find(b"\r\n\r\n")
-            request = Request(
-                method=event.method.decode("ascii", "replace"),
-                target=event.target.decode("ascii", "replace"),
-                http_version=event.http_version.decode("ascii", "replace"),
-                raw_head=bytes(head[: end + 4]),
-            )
-            # Bytes after the head: the start of the WebSocket stream (if it upgrades).
-            trailing = bytes(head[end + 4 :])
-            return request, event, trailing, conn
-
-    async def respond(self, stream: trio.abc.Stream, response: Response, head_only: bool = False) -> None:
-        """Write a complete response that closes the connection (errors of the front door)."""
-        await self._respond(stream, response, head_only)
-
-    async def _respond(self, stream: trio.abc.Stream, response: Response, head_only: bool = False) -> None:
-        if ("x-raw", "1") in response.headers:
-            data = response.body  # already serialized by h11 (a rejection from the core)
-        else:
-            data = _http.render_response(response, head_only=head_only)
-        try:
-            await stream.send_all(data)
-        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
-            pass
-
     def _route(self, path: str) -> Handler | None:
         if self.handler is None:
             return None
@@ -416,33 +318,18 @@ class WebSocketServer:
             max_fragments=self.limits.max_fragments,
             stream_messages=True,
         )
-        conn = h11.Connection(h11.SERVER)
-        conn.receive_data(h11_request_bytes(h11_request))
-        conn.next_event()
         if isinstance(result, _ws.HandshakeRejected):
-            data = conn.send(result.response) or b""
-            data += conn.send(h11.Data(data=result.body)) or b""
-            data += conn.send(h11.EndOfMessage()) or b""
-            return Response(result.response.status_code, data, [("x-raw", "1")])
-        switching = conn.send(result.response) or b""
-        return handler, switching, result.connection
+            headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in result.response.headers.raw_items()]
+            return Response(result.response.status_code, result.body, headers)
+        return handler, render_h11_response(result.response), result.connection
 
 
 async def _start_mount(mount: HttpMount, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-    await mount.run(task_status=task_status)
-
-
-def _transport_of(stream: trio.abc.Stream) -> Any:
-    """The SocketStream under a (possibly TLS) stream."""
-    while isinstance(stream, trio.SSLStream):
-        stream = stream.transport_stream
-    return stream
-
-
-def h11_request_bytes(request: h11.Request) -> bytes:
-    """Serialize an h11.Request (to prime a server-side h11.Connection for its answer)."""
-    client = h11.Connection(h11.CLIENT)
-    return (client.send(request) or b"") + (client.send(h11.EndOfMessage()) or b"")
+    run = getattr(mount, "run", None)
+    if run is None:
+        task_status.started()
+        return
+    await run(task_status=task_status)
 
 
 async def serve(

@@ -637,8 +637,10 @@ class SocketIOApp:
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         await self.server._run(task_status)
 
-    async def handle_http(self, stream: Any, request: Any, h11_request: Any, leftover: bytes, server: Any) -> None:
-        await self.server.engineio.handle_http(stream, request, h11_request, leftover, server)
+    def handle_request(self, request: Any, http: Any) -> Any:
+        """One request of the Socket.IO endpoint (see :class:`~volleyio.trio.HttpMount`):
+        the Engine.IO endpoint's coroutine."""
+        return self.server.engineio.handle_request(request, http)
 
 
 class SocketIOServer:

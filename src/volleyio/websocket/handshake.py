@@ -26,11 +26,10 @@ import secrets
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Union
-from urllib.parse import urlsplit
-
 import h11
 
 from ..errors import HandshakeError
+from ..origin import origin_allowed, same_origin
 from .connection import DEFAULT_MAX_FRAGMENTS, DEFAULT_MAX_MESSAGE_SIZE, Role, WebSocketConnection
 from .extensions import (
     ClientExtensionFactory,
@@ -67,9 +66,10 @@ DEFAULT_MAX_HEADER_COUNT = 128
 
 #: Who may connect, by ``Origin`` header. ``None`` (the default) = same-origin: a
 #: request with an ``Origin`` must name the same host and port as its ``Host``
-#: header. ``"*"`` = anyone. A sequence = an allow-list of exact origins
-#: (``"https://app.example.com"``, compared case-insensitively; ``"*"`` inside it
-#: also allows all). A callable gets ``(origin, request)`` and returns True to allow.
+#: header. ``"*"`` = anyone. A sequence = an allow-list of origins
+#: (``"https://app.example.com"``, compared after :func:`volleyio.origin.normalize_origin`:
+#: scheme and host case and a default port do not matter; ``"*"`` inside it also
+#: allows all). A callable gets ``(origin, request)`` and returns True to allow.
 #: Requests *without* an ``Origin`` header (non-browser clients, which could forge one
 #: anyway) are always allowed; use the callable form to refuse them.
 OriginPolicy = Union[None, str, Sequence[str], Callable[[Union[str, None], h11.Request], bool]]
@@ -149,13 +149,14 @@ def rejection_response(
     """An HTTP error response (plain-text body = the error message) for ``error.status``.
 
     Adds ``Sec-WebSocket-Version: 13`` and ``Upgrade: websocket`` on 426, ``Allow:
-    GET`` on 405, and ``Connection: close`` always.
+    GET`` on 405, and ``Connection: close`` and ``X-Content-Type-Options: nosniff`` always.
     """
     body = (str(error) + "\n").encode("utf-8")
     headers: list[tuple[Union[str, bytes], Union[str, bytes]]] = [
         ("Content-Type", "text/plain; charset=utf-8"),
         ("Content-Length", str(len(body))),
         ("Connection", "close"),
+        ("X-Content-Type-Options", "nosniff"),
     ]
     if error.status == 426:
         headers.append(("Upgrade", "websocket"))
@@ -166,55 +167,12 @@ def rejection_response(
     return h11.Response(status_code=error.status, headers=_header_list(headers)), body
 
 
-_INVALID_PORT = -1
-
-
-def _port_number(digits: str) -> int:
-    """The port a string of digits names, or ``_INVALID_PORT``: never ``int()`` of a
-    long digit string (quadratic, and a ValueError past ``sys.int_max_str_digits``) nor
-    of non-ASCII digits such as ``"²"`` (``str.isdigit`` accepts them, ``int`` does not)."""
-    if len(digits) <= 5 and digits.isascii():
-        port = int(digits)
-        if port <= 0xFFFF:
-            return port
-    return _INVALID_PORT
-
-
-def _split_host_port(authority: str, default_port: int | None) -> tuple[str, int | None]:
-    authority = authority.strip().lower()
-    if authority.startswith("["):  # IPv6 literal
-        end = authority.find("]")
-        if end < 0:
-            return authority, default_port
-        host, rest = authority[: end + 1], authority[end + 1 :]
-        if rest.startswith(":") and rest[1:].isdigit():
-            return host, _port_number(rest[1:])
-        return host, default_port
-    host, sep, port = authority.rpartition(":")
-    if sep and port.isdigit():
-        return host, _port_number(port)
-    return authority, default_port
-
-
-_DEFAULT_PORTS = {"http": 80, "ws": 80, "https": 443, "wss": 443}
-
-
 def is_same_origin(origin: str, host: str) -> bool:
     """True if ``origin`` (``scheme://host[:port]``) names the same host and port as a
     ``Host`` header value. A ``Host`` without a port is taken to use the origin
-    scheme's default port; ``null`` and unparsable origins, and any with a port that
-    cannot exist (over 5 digits, above 65535, non-ASCII digits), are never same-origin."""
-    try:
-        parts = urlsplit(origin.strip())
-    except ValueError:
-        return False
-    scheme = parts.scheme.lower()
-    if scheme not in _DEFAULT_PORTS or not parts.netloc or "@" in parts.netloc:
-        return False
-    default_port = _DEFAULT_PORTS[scheme]
-    origin_host, origin_port = _split_host_port(parts.netloc, default_port)
-    host_name, host_port = _split_host_port(host, default_port)
-    return bool(origin_host) and origin_host == host_name and origin_port == host_port != _INVALID_PORT
+    scheme's default port; ``null`` and unparsable origins are never same-origin
+    (:func:`volleyio.origin.same_origin`)."""
+    return same_origin(origin, host)
 
 
 def _origin_allowed(policy: OriginPolicy, origin: str | None, host: str, request: h11.Request) -> bool:
@@ -223,13 +181,8 @@ def _origin_allowed(policy: OriginPolicy, origin: str | None, host: str, request
     if origin is None:
         return True
     if policy is None:
-        return is_same_origin(origin, host)
-    if isinstance(policy, str):
-        if policy == "*":
-            return True
-        policy = (policy,)
-    normalized = origin.strip().lower().rstrip("/")
-    return any(allowed == "*" or allowed.strip().lower().rstrip("/") == normalized for allowed in policy)
+        return same_origin(origin, host)
+    return origin_allowed(origin, policy)
 
 
 def _validate_upgrade_request(request: h11.Request) -> tuple[str, str]:
