@@ -17,8 +17,8 @@ FUZZ_DIR="${VOLLEYIO_FUZZ_DIR:-.fuzz}"
 SAN_VENV="$FUZZ_DIR/venv"
 SAN_PY="$SAN_VENV/bin/python"
 SAN_CC="${VOLLEYIO_SAN_CC:-}"
-SAN_CFLAGS="-fsanitize=address,undefined,fuzzer-no-link -fno-sanitize-recover=undefined -fsanitize-recover=pointer-overflow -fno-omit-frame-pointer -g -O1"
-SAN_LDFLAGS="-fsanitize=address,undefined,fuzzer-no-link"
+SAN_CFLAGS="-fsanitize=address,undefined -fsanitize-coverage=inline-8bit-counters,pc-table,trace-cmp -fno-sanitize-recover=undefined -fsanitize-recover=pointer-overflow -fno-omit-frame-pointer -g -O1"
+SAN_LDFLAGS="-fsanitize=address,undefined"
 SAN_ENV=(
   "ASAN_OPTIONS=detect_leaks=0:allocator_may_return_null=1:handle_abort=1:symbolize=1:detect_stack_use_after_return=0:quarantine_size_mb=64:malloc_context_size=12"
   "UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1:suppressions=$PWD/fuzz/ubsan.supp"
@@ -50,6 +50,15 @@ EOF
 setup_sanitizer_env() {
   _san_find_cc
   mkdir -p "$FUZZ_DIR"
+  # One build at a time (two scripts/fuzz started together share the venv).
+  (
+    flock 9
+    _setup_sanitizer_env_locked
+  ) 9>"$FUZZ_DIR/build.lock" || return 1
+  SAN_PRELOAD="$("$SAN_PY" -c 'import atheris, os; print(os.path.join(atheris.path(), "asan_with_fuzzer.so"))')"
+}
+
+_setup_sanitizer_env_locked() {
   if [ ! -x "$SAN_PY" ]; then
     python3 -m venv "$SAN_VENV"
   fi
@@ -59,9 +68,11 @@ setup_sanitizer_env() {
             find src ext setup.py pyproject.toml MANIFEST.in -type f ! -name '*.so' ! -name '*.pyc' \
               ! -path '*/__pycache__/*' ! -name '_compiled.c' ! -name '*.html' -print0 | sort -z | xargs -0 sha256sum) \
           | sha256sum | cut -d' ' -f1)"
-  if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] && "$SAN_PY" -c 'import atheris, volleyio._speedups._compiled' 2>/dev/null; then
-    SAN_PRELOAD="$("$SAN_PY" -c 'import atheris, os; print(os.path.join(atheris.path(), "asan_with_fuzzer.so"))')"
-    return 0
+  if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
+    SAN_PRELOAD="$("$SAN_PY" -c 'import atheris, os; print(os.path.join(atheris.path(), "asan_with_fuzzer.so"))' 2>/dev/null || true)"
+    if [ -n "$SAN_PRELOAD" ] && env "${SAN_ENV[@]}" LD_PRELOAD="$SAN_PRELOAD" "$SAN_PY" -c 'import volleyio._speedups._compiled' 2>/dev/null; then
+      return 0
+    fi
   fi
   echo "== sanitizer build ($SAN_CC, ASan+UBSan) in $FUZZ_DIR"
   "$SAN_PY" -m pip install -q --upgrade pip setuptools wheel "Cython>=3.1"
