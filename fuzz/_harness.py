@@ -16,8 +16,9 @@ A *finding* is recorded (input saved, deduplicated by signature) and the run goe
 ``slow``
     one input took longer than the per-byte budget (re-checked: minimum of 3 runs);
 ``superlinear``
-    an input shaped ``prefix + a*k + b*k + suffix`` grew 8x and its time grew far more
-    than 8x and past the per-byte budget (re-checked: minimum of 3 runs each).
+    an input shaped ``prefix + a*k + b*k + suffix`` grew 8x and its time grew more than
+    24x (or past the per-byte budget), and doubling it once more cost more than 3.2x
+    (linear: 2x, quadratic: 4x; minimum of 2 runs each, the machine is shared).
 
 Native crashes and sanitizer reports end the process; ``fuzz/run.py`` records those.
 Files written to ``$VOLLEYIO_FUZZ_ARTIFACTS`` (default ``.fuzz/artifacts/<target>``):
@@ -39,29 +40,35 @@ from typing import Any
 
 import atheris
 
-# The per-byte budget: generous, because atheris instruments every comparison of the
-# pure-Python code and the process runs under ASan on a loaded machine (a linear
-# decoder measures 5-70 us/byte here), yet a quadratic decoder at 16 KiB misses it.
+# The per-byte budget: generous, because while fuzzing atheris traces every comparison
+# of the instrumented pure-Python code and the process runs under ASan on a loaded
+# machine (a linear decoder measures 10-300 us/byte here). The growth rule below is
+# the sharper test.
 TIME_FLOOR = float(os.environ.get("VOLLEYIO_FUZZ_TIME_FLOOR", "0.25"))  # seconds
-TIME_PER_BYTE = float(os.environ.get("VOLLEYIO_FUZZ_TIME_PER_BYTE", "200e-6"))  # seconds per byte
+TIME_PER_BYTE = float(os.environ.get("VOLLEYIO_FUZZ_TIME_PER_BYTE", "1e-3"))  # seconds per byte
 # Super-linear detector: about one input in AMPLIFY_EVERY (chosen by a hash of the
 # input, so libFuzzer cannot steer towards the slow path, and a saved finding replays
 # the same way) is grown to about AMPLIFY_SMALL bytes and to 8x that.
 AMPLIFY_EVERY = int(os.environ.get("VOLLEYIO_FUZZ_AMPLIFY_EVERY", "48"))
-AMPLIFY_SMALL = int(os.environ.get("VOLLEYIO_FUZZ_AMPLIFY_SMALL", "2048"))
+AMPLIFY_SMALL = int(os.environ.get("VOLLEYIO_FUZZ_AMPLIFY_SMALL", "512"))
+# At most this share of the run's time goes to the (costly) amplified inputs.
+AMPLIFY_SHARE = 0.25
 AMPLIFY_FACTOR = 8
-# Linear time grows ~8x over 8x the input; quadratic ~64x. Flag above 24x.
+# Linear time grows ~8x over 8x the input; quadratic ~64x: above 24x is a candidate,
+# confirmed when doubling the input once more costs more than 3.2x (linear 2x, quadratic 4x).
 GROWTH_LIMIT = 24.0
+DOUBLING_LIMIT = 3.2
 
 
 class Finding(Exception):
     """Raised by a target's checks: ``kind`` and a stable ``signature`` for dedup."""
 
-    def __init__(self, kind: str, signature: str, detail: str = "") -> None:
+    def __init__(self, kind: str, signature: str, detail: str = "", expanded: bytes | None = None) -> None:
         super().__init__(f"{kind}: {signature}")
         self.kind = kind
         self.signature = signature
         self.detail = detail
+        self.expanded = expanded
 
 
 class _State:
@@ -69,6 +76,7 @@ class _State:
     artifacts = ""
     execs = 0
     amplified = 0
+    amplify_time = 0.0
     started = 0.0
     last_stats = 0.0
     findings: dict[str, dict[str, Any]] = {}
@@ -186,13 +194,19 @@ def _note_rate(label: str, seconds: float, length: int) -> None:
             S.worst_per_byte[label] = rate
 
 
-def _amplify(linear: Callable[[bytes], None], rest: bytes, data: bytes) -> None:
+def _piece(fdp: atheris.FuzzedDataProvider, tokens: list[bytes], limit: int) -> bytes:
+    """Raw bytes of the input, or 1-3 of the target's tokens (its grammar's building blocks)."""
+    if tokens and fdp.ConsumeBool():
+        return b"".join(fdp.PickValueInList(tokens) for _ in range(fdp.ConsumeIntInRange(1, 3)))
+    return fdp.ConsumeBytes(fdp.ConsumeIntInRange(0, limit))
+
+
+def _amplify(linear: Callable[[bytes], None], rest: bytes, tokens: list[bytes], prefixes: list[bytes]) -> None:
     fdp = atheris.FuzzedDataProvider(rest)
-    sizes = [fdp.ConsumeIntInRange(0, 48) for _ in range(3)]
-    prefix = fdp.ConsumeBytes(sizes[0])
-    unit_a = fdp.ConsumeBytes(sizes[1])
-    unit_b = fdp.ConsumeBytes(sizes[2])
-    suffix = fdp.ConsumeBytes(64)
+    prefix = fdp.PickValueInList(prefixes) if prefixes and fdp.ConsumeBool() else _piece(fdp, tokens, 48)
+    unit_a = _piece(fdp, tokens, 48)
+    unit_b = _piece(fdp, tokens, 48)
+    suffix = _piece(fdp, tokens, 64)
     unit = len(unit_a) + len(unit_b)
     if unit == 0:
         return
@@ -206,39 +220,60 @@ def _amplify(linear: Callable[[bytes], None], rest: bytes, data: bytes) -> None:
     _note_rate("amplified", t_large, len(large))
     if t_large <= budget(len(large)) and not (t_large > TIME_FLOOR and t_large > GROWTH_LIMIT * t_small):
         return
-    # Re-check (the machine is shared): the minimum of three runs of each size.
-    t_small = min(t_small, *(_timed(linear, small) for _ in range(2)))
-    t_large = min(t_large, *(_timed(linear, large) for _ in range(2)))
-    growth = t_large / max(t_small, 1e-9)
-    if t_large > budget(len(large)) or (t_large > TIME_FLOOR and growth > GROWTH_LIMIT):
-        raise Finding(
-            "superlinear",
-            S.target,
-            f"prefix={prefix!r:.80} a={unit_a!r:.80} b={unit_b!r:.80} suffix={suffix!r:.80}\n"
-            f"{len(small)} bytes: {t_small:.4f} s ({t_small / len(small) * 1e6:.2f} us/byte); "
-            f"{len(large)} bytes: {t_large:.4f} s ({t_large / len(large) * 1e6:.2f} us/byte); "
-            f"growth {growth:.1f}x for {AMPLIFY_FACTOR}x the input; budget {budget(len(large)):.3f} s",
-        )
+    # Confirm (the machine is shared, and a limit such as "more than 1,000 brackets"
+    # can switch a check on between the two sizes): double the large input once more,
+    # minimum of 2 runs of each. Linear time doubles; quadratic quadruples.
+    huge = prefix + unit_a * (2 * k_large) + unit_b * (2 * k_large) + suffix
+    if t_large < 10.0:  # one run is enough for an input that slow
+        t_large = min(t_large, _timed(linear, large))
+    t_huge = _timed(linear, huge)
+    if t_large < 10.0 and t_huge > TIME_FLOOR and t_huge / max(t_large, 1e-9) > DOUBLING_LIMIT:
+        t_huge = min(t_huge, _timed(linear, huge))
+    doubling = t_huge / max(t_large, 1e-9)
+    shape = (f"prefix={prefix!r:.80} a={unit_a!r:.80} b={unit_b!r:.80} suffix={suffix!r:.80}\n"
+             f"{len(small)} bytes: {t_small:.4f} s; {len(large)} bytes: {t_large:.4f} s "
+             f"({t_large / len(large) * 1e6:.2f} us/byte); {len(huge)} bytes: {t_huge:.4f} s "
+             f"({t_huge / len(huge) * 1e6:.2f} us/byte); x{doubling:.2f} for twice the input; "
+             f"budget {budget(len(huge)):.3f} s")
+    if t_huge > TIME_FLOOR and doubling > DOUBLING_LIMIT:
+        raise Finding("superlinear", S.target, shape, huge)
+    if t_huge > budget(len(huge)):
+        raise Finding("slow", f"{S.target} (amplified)", shape, huge)
 
 
-def main(target: str, check: Callable[[bytes], None], linear: Callable[[bytes], None] | None = None) -> None:
-    """Run ``check`` under atheris/libFuzzer with the finding rules above."""
+def main(
+    target: str,
+    check: Callable[[bytes], None],
+    linear: Callable[[bytes], None] | None = None,
+    tokens: list[bytes] | None = None,
+    prefixes: list[bytes] | None = None,
+) -> None:
+    """Run ``check`` under atheris/libFuzzer with the finding rules above.
+
+    ``tokens`` / ``prefixes``: building blocks of the target's grammar that the
+    super-linear detector may repeat (besides raw bytes of the input).
+    """
     S.target = target
     S.artifacts = os.environ.get("VOLLEYIO_FUZZ_ARTIFACTS") or os.path.join(".fuzz", "artifacts", target)
     os.makedirs(S.artifacts, exist_ok=True)
     S.started = time.monotonic()
+    S.replay = any(arg.startswith("-runs=") for arg in sys.argv[1:])
 
     def one_input(data: bytes) -> None:
         S.execs += 1
         try:
             if linear is not None and AMPLIFY_EVERY > 0 and zlib.crc32(data) % AMPLIFY_EVERY == 0:
-                if target not in S.superlinear_done:
+                elapsed = time.monotonic() - S.started
+                if target not in S.superlinear_done and (S.amplify_time <= AMPLIFY_SHARE * elapsed or S.replay):
+                    start = time.monotonic()
                     try:
-                        _amplify(linear, data, data)
-                    except Finding as finding:
+                        _amplify(linear, data, tokens or [], prefixes or [])
+                    except Finding:
                         S.superlinear_done.add(target)  # one is enough; keep the exec rate
                         raise
-                return
+                    finally:
+                        S.amplify_time += time.monotonic() - start
+                    return
             elapsed = _timed(check, data)
             _note_rate("input", elapsed, len(data))
             if elapsed > budget(len(data)):
@@ -249,7 +284,7 @@ def main(target: str, check: Callable[[bytes], None], linear: Callable[[bytes], 
                         f"{len(data)} bytes took {elapsed:.3f} s (min of 3); budget {budget(len(data)):.3f} s",
                     )
         except Finding as finding:
-            record(finding.kind, finding.signature, finding.detail, data)
+            record(finding.kind, finding.signature, finding.detail, data, finding.expanded)
         except Exception as exc:  # noqa: BLE001 - anything else escaping is a finding
             record("exception", exception_signature(exc), "".join(traceback.format_exception(exc)), data)
         if time.monotonic() - S.last_stats > 2.0:

@@ -178,5 +178,6 @@ def linear(data: bytes) -> None:
 
 
 if __name__ == "__main__":
-    main("engineio", check, linear)
+    main("engineio", check, linear, tokens=[b"\x1e", b"4", b"b", b"AAAA", b"=", b"2", b"\xc3\xa9", b"6"],
+         prefixes=[b"4", b"b", b"2"])
     sys.exit(0)

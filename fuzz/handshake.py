@@ -301,5 +301,8 @@ def linear(data: bytes) -> None:
 
 
 if __name__ == "__main__":
-    main("handshake", check, linear)
+    main("handshake", check, linear,
+         tokens=[b"\r\n", b"\n", b"\r", b"X: y\r\n", b" ", b"\t", b",", b";", b"=", b'"', b"\\", b"a", b":"],
+         prefixes=[b"GET / HTTP/1.1\r\n", b"GET / HTTP/1.1\r\nSec-WebSocket-Extensions: permessage-deflate",
+                   b"permessage-deflate; x="])
     sys.exit(0)

@@ -72,7 +72,7 @@ class TargetRun:
             return cmd + ["-runs=1"] + self.replay
         cmd += [
             f"-max_total_time={max(1, int(remaining))}",
-            "-timeout=60",
+            "-timeout=300",
             "-rss_limit_mb=3072",
             "-max_len=8192",
             "-print_final_stats=1",

@@ -128,5 +128,7 @@ def linear(data: bytes) -> None:
 
 
 if __name__ == "__main__":
-    main("socketio", check, linear)
+    main("socketio", check, linear,
+         tokens=[b'"', b'\\"', b"\\", b"[", b"]", b"{", b"}", b",", b":", b"1", b'"a"', b"null", b" ", b"-"],
+         prefixes=[b"2", b"2[", b'2["a",', b"3", b"51-[", b"0/admin,", b"2/x,1["])
     sys.exit(0)

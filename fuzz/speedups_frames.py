@@ -136,5 +136,7 @@ def linear(data: bytes) -> None:
 
 
 if __name__ == "__main__":
-    main("speedups_frames", check, linear)
+    main("speedups_frames", check, linear,
+         tokens=[b"\x81\x80abcd", b"\x82\x80abcd", b"\x01\x80abcd", b"\x00\x80abcd", b"\x81\x00", b"\x01\x00",
+                 b"\x00\x00", b"\x89\x00", b"\x81\x02\xc3\xa9", b"\x81\x7e\x00\x02ab"])
     sys.exit(0)

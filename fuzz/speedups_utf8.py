@@ -86,5 +86,6 @@ def linear(data: bytes) -> None:
 
 
 if __name__ == "__main__":
-    main("speedups_utf8", check, linear)
+    main("speedups_utf8", check, linear,
+         tokens=[b"a", b"\xc3\xa9", b"\xe2\x82\xac", b"\xf0\x90\x8d\x88", b"\xed\x9f\xbf", b"\xc3", b"\xe2\x82", b"\x80"])
     sys.exit(0)

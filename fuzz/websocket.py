@@ -256,7 +256,8 @@ def check(data: bytes) -> None:
 
 
 def linear(data: bytes) -> None:
-    server = not data or data[0] & 1
+    server = bool(data[:1]) and data[0] & 1  # the first byte picks the role, the rest is the stream
+    data = data[1:]
     for name in ("compiled", "python"):
         previous = _speedups.select(name)
         try:
@@ -271,5 +272,8 @@ def linear(data: bytes) -> None:
 
 
 if __name__ == "__main__":
-    main("websocket", check, linear)
+    main("websocket", check, linear,
+         tokens=[b"\x81\x80abcd", b"\x82\x80abcd", b"\x01\x80abcd", b"\x00\x80abcd", b"\x80\x80abcd", b"\x89\x80abcd",
+                 b"\x81\x00", b"\x01\x00", b"\x00\x00", b"\x89\x00", b"\x01\x81abcd\xa2", b"\x00\x81abcd\xa2"],
+         prefixes=[b"\x01", b"\x00"])
     sys.exit(0)
