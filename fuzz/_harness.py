@@ -58,6 +58,8 @@ AMPLIFY_FACTOR = 8
 # confirmed when doubling the input once more costs more than 3.2x (linear 2x, quadratic 4x).
 GROWTH_LIMIT = 24.0
 DOUBLING_LIMIT = 3.2
+GROWTH_FLOOR = 0.05  # seconds: below this, growth is noise
+
 
 
 class Finding(Exception):
@@ -218,7 +220,7 @@ def _amplify(linear: Callable[[bytes], None], rest: bytes, tokens: list[bytes], 
     t_small = _timed(linear, small)
     t_large = _timed(linear, large)
     _note_rate("amplified", t_large, len(large))
-    if t_large <= budget(len(large)) and not (t_large > TIME_FLOOR and t_large > GROWTH_LIMIT * t_small):
+    if t_large <= budget(len(large)) and not (t_large > GROWTH_FLOOR and t_large > GROWTH_LIMIT * t_small):
         return
     # Confirm (the machine is shared, and a limit such as "more than 1,000 brackets"
     # can switch a check on between the two sizes): double the large input once more,
@@ -227,7 +229,7 @@ def _amplify(linear: Callable[[bytes], None], rest: bytes, tokens: list[bytes], 
     if t_large < 10.0:  # one run is enough for an input that slow
         t_large = min(t_large, _timed(linear, large))
     t_huge = _timed(linear, huge)
-    if t_large < 10.0 and t_huge > TIME_FLOOR and t_huge / max(t_large, 1e-9) > DOUBLING_LIMIT:
+    if t_large < 10.0 and t_huge > 2 * GROWTH_FLOOR and t_huge / max(t_large, 1e-9) > DOUBLING_LIMIT:
         t_huge = min(t_huge, _timed(linear, huge))
     doubling = t_huge / max(t_large, 1e-9)
     shape = (f"prefix={prefix!r:.80} a={unit_a!r:.80} b={unit_b!r:.80} suffix={suffix!r:.80}\n"
@@ -235,7 +237,7 @@ def _amplify(linear: Callable[[bytes], None], rest: bytes, tokens: list[bytes], 
              f"({t_large / len(large) * 1e6:.2f} us/byte); {len(huge)} bytes: {t_huge:.4f} s "
              f"({t_huge / len(huge) * 1e6:.2f} us/byte); x{doubling:.2f} for twice the input; "
              f"budget {budget(len(huge)):.3f} s")
-    if t_huge > TIME_FLOOR and doubling > DOUBLING_LIMIT:
+    if t_huge > 2 * GROWTH_FLOOR and doubling > DOUBLING_LIMIT:
         raise Finding("superlinear", S.target, shape, huge)
     if t_huge > budget(len(huge)):
         raise Finding("slow", f"{S.target} (amplified)", shape, huge)
@@ -264,7 +266,7 @@ def main(
         try:
             if linear is not None and AMPLIFY_EVERY > 0 and zlib.crc32(data) % AMPLIFY_EVERY == 0:
                 elapsed = time.monotonic() - S.started
-                if target not in S.superlinear_done and (S.amplify_time <= AMPLIFY_SHARE * elapsed or S.replay):
+                if target not in S.superlinear_done and (S.amplify_time <= AMPLIFY_SHARE * elapsed + 5.0 or S.replay):
                     start = time.monotonic()
                     try:
                         _amplify(linear, data, tokens or [], prefixes or [])

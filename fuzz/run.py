@@ -197,7 +197,7 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=None, help="fuzzing time per target (default 600; 25 with --smoke)")
     parser.add_argument("--smoke", action="store_true", help="short run of every target (CI)")
     parser.add_argument("--jobs", type=int, default=1, help="targets run at the same time (default 1)")
-    parser.add_argument("--replay", nargs="+", metavar="FILE", default=[], help="run these inputs once through the one target given")
+    parser.add_argument("--replay", action="append", metavar="FILE", default=[], help="run this input once through the one target given (repeatable)")
     parser.add_argument("--list", action="store_true", help="list the targets and exit")
     parser.add_argument("--libfuzzer", action="append", default=[], metavar="ARG", help="extra libFuzzer argument (repeatable)")
     args = parser.parse_args()
