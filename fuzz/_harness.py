@@ -17,8 +17,8 @@ A *finding* is recorded (input saved, deduplicated by signature) and the run goe
     one input took longer than the per-byte budget (re-checked: minimum of 3 runs);
 ``superlinear``
     an input shaped ``prefix + a*k + b*k + suffix`` grew 8x and its time grew more than
-    24x (or past the per-byte budget), and doubling it once more cost more than 3.2x
-    (linear: 2x, quadratic: 4x; minimum of 2 runs each, the machine is shared).
+    24x (or past the per-byte budget), and growing it 4x once more cost more than 7x
+    (linear: 4x, quadratic: 16x; minimum of 2 runs each, the machine is shared).
 
 Native crashes and sanitizer reports end the process; ``fuzz/run.py`` records those.
 Files written to ``$VOLLEYIO_FUZZ_ARTIFACTS`` (default ``.fuzz/artifacts/<target>``):
@@ -55,9 +55,10 @@ AMPLIFY_SMALL = int(os.environ.get("VOLLEYIO_FUZZ_AMPLIFY_SMALL", "512"))
 AMPLIFY_SHARE = 0.25
 AMPLIFY_FACTOR = 8
 # Linear time grows ~8x over 8x the input; quadratic ~64x: above 24x is a candidate,
-# confirmed when doubling the input once more costs more than 3.2x (linear 2x, quadratic 4x).
+# confirmed when 4x the input once more costs more than 7x (linear 4x, quadratic 16x).
 GROWTH_LIMIT = 24.0
-DOUBLING_LIMIT = 3.2
+CONFIRM_FACTOR = 4
+CONFIRM_LIMIT = 7.0
 GROWTH_FLOOR = 0.05  # seconds: below this, growth is noise
 
 
@@ -223,21 +224,22 @@ def _amplify(linear: Callable[[bytes], None], rest: bytes, tokens: list[bytes], 
     if t_large <= budget(len(large)) and not (t_large > GROWTH_FLOOR and t_large > GROWTH_LIMIT * t_small):
         return
     # Confirm (the machine is shared, and a limit such as "more than 1,000 brackets"
-    # can switch a check on between the two sizes): double the large input once more,
-    # minimum of 2 runs of each. Linear time doubles; quadratic quadruples.
-    huge = prefix + unit_a * (2 * k_large) + unit_b * (2 * k_large) + suffix
+    # can switch a check on between the two sizes): grow the large input 4x once more,
+    # minimum of 2 runs of each. Linear time grows 4x; quadratic 16x.
+    k_huge = CONFIRM_FACTOR * k_large
+    huge = prefix + unit_a * k_huge + unit_b * k_huge + suffix
     if t_large < 10.0:  # one run is enough for an input that slow
         t_large = min(t_large, _timed(linear, large))
     t_huge = _timed(linear, huge)
-    if t_large < 10.0 and t_huge > 2 * GROWTH_FLOOR and t_huge / max(t_large, 1e-9) > DOUBLING_LIMIT:
+    if t_large < 10.0 and t_huge > 2 * GROWTH_FLOOR and t_huge / max(t_large, 1e-9) > CONFIRM_LIMIT:
         t_huge = min(t_huge, _timed(linear, huge))
-    doubling = t_huge / max(t_large, 1e-9)
+    growth = t_huge / max(t_large, 1e-9)
     shape = (f"prefix={prefix!r:.80} a={unit_a!r:.80} b={unit_b!r:.80} suffix={suffix!r:.80}\n"
              f"{len(small)} bytes: {t_small:.4f} s; {len(large)} bytes: {t_large:.4f} s "
              f"({t_large / len(large) * 1e6:.2f} us/byte); {len(huge)} bytes: {t_huge:.4f} s "
-             f"({t_huge / len(huge) * 1e6:.2f} us/byte); x{doubling:.2f} for twice the input; "
+             f"({t_huge / len(huge) * 1e6:.2f} us/byte); x{growth:.2f} for {CONFIRM_FACTOR}x the input; "
              f"budget {budget(len(huge)):.3f} s")
-    if t_huge > 2 * GROWTH_FLOOR and doubling > DOUBLING_LIMIT:
+    if t_huge > 2 * GROWTH_FLOOR and growth > CONFIRM_LIMIT:
         raise Finding("superlinear", S.target, shape, huge)
     if t_huge > budget(len(huge)):
         raise Finding("slow", f"{S.target} (amplified)", shape, huge)
