@@ -17,7 +17,7 @@ A *finding* is recorded (input saved, deduplicated by signature) and the run goe
     one input took longer than the per-byte budget (re-checked: minimum of 3 runs);
 ``superlinear``
     an input shaped ``prefix + a*k + b*k + suffix`` grew 8x and its time grew more than
-    24x (or past the per-byte budget), and growing it 4x once more cost more than 7x
+    24x (or past the per-byte budget), and growing it 4x once more cost more than 8x (and over 0.5 s)
     (linear: 4x, quadratic: 16x; minimum of 2 runs each, the machine is shared).
 
 Native crashes and sanitizer reports end the process; ``fuzz/run.py`` records those.
@@ -55,10 +55,11 @@ AMPLIFY_SMALL = int(os.environ.get("VOLLEYIO_FUZZ_AMPLIFY_SMALL", "512"))
 AMPLIFY_SHARE = 0.25
 AMPLIFY_FACTOR = 8
 # Linear time grows ~8x over 8x the input; quadratic ~64x: above 24x is a candidate,
-# confirmed when 4x the input once more costs more than 7x (linear 4x, quadratic 16x).
+# confirmed when 4x the input once more costs more than 8x (linear 4x, quadratic 16x).
 GROWTH_LIMIT = 24.0
 CONFIRM_FACTOR = 4
-CONFIRM_LIMIT = 7.0
+CONFIRM_LIMIT = 8.0
+CONFIRM_FLOOR = 0.5  # seconds at the confirming size: smaller times are too noisy here
 GROWTH_FLOOR = 0.05  # seconds: below this, growth is noise
 
 
@@ -231,7 +232,7 @@ def _amplify(linear: Callable[[bytes], None], rest: bytes, tokens: list[bytes], 
     if t_large < 10.0:  # one run is enough for an input that slow
         t_large = min(t_large, _timed(linear, large))
     t_huge = _timed(linear, huge)
-    if t_large < 10.0 and t_huge > 2 * GROWTH_FLOOR and t_huge / max(t_large, 1e-9) > CONFIRM_LIMIT:
+    if t_large < 10.0 and t_huge > CONFIRM_FLOOR and t_huge / max(t_large, 1e-9) > CONFIRM_LIMIT:
         t_huge = min(t_huge, _timed(linear, huge))
     growth = t_huge / max(t_large, 1e-9)
     shape = (f"prefix={prefix!r:.80} a={unit_a!r:.80} b={unit_b!r:.80} suffix={suffix!r:.80}\n"
@@ -239,7 +240,7 @@ def _amplify(linear: Callable[[bytes], None], rest: bytes, tokens: list[bytes], 
              f"({t_large / len(large) * 1e6:.2f} us/byte); {len(huge)} bytes: {t_huge:.4f} s "
              f"({t_huge / len(huge) * 1e6:.2f} us/byte); x{growth:.2f} for {CONFIRM_FACTOR}x the input; "
              f"budget {budget(len(huge)):.3f} s")
-    if t_huge > 2 * GROWTH_FLOOR and growth > CONFIRM_LIMIT:
+    if t_huge > CONFIRM_FLOOR and growth > CONFIRM_LIMIT:
         raise Finding("superlinear", S.target, shape, huge)
     if t_huge > budget(len(huge)):
         raise Finding("slow", f"{S.target} (amplified)", shape, huge)
