@@ -14,7 +14,8 @@ A *finding* is recorded (input saved, deduplicated by signature) and the run goe
 ``invariant``
     a target-specific rule broke (split invariance, round trips, close codes, ...);
 ``slow``
-    one input took longer than the per-byte budget (re-checked: minimum of 3 runs);
+    one input took longer than the per-byte budget (CPU time; re-checked: minimum of 3
+    runs);
 ``superlinear``
     an input shaped ``prefix + a*k + b*k + suffix`` grew 8x and its time grew more than
     24x (or past the per-byte budget), and growing it 4x once more cost more than 8x (and over 0.5 s)
