@@ -386,7 +386,7 @@ def test_head_guard_and_h11_at_the_default_limits_one_byte_per_read() -> None:
 @no_speedups
 @pytest.mark.parametrize("query", ["a=1&" * (MiB // 4), "%41=%42&" * (MiB // 8)], ids=["plain", "escaped"])
 def test_query_string_parser(query: str) -> None:
-    from volleyio.trio._engineio_server import _parse_query
+    from volleyio.trio._engineio_polling import _parse_query
 
     with time_bound():
         parsed = _parse_query(query)
