@@ -42,8 +42,6 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Union
 
-import msgpack
-
 from ..errors import VolleyError
 from .adapter import BroadcastOptions
 from .packets import DEFAULT_MAX_DEPTH, DEFAULT_MAX_INTEGER_DIGITS, _dumps, _has_binary, _loads
@@ -208,7 +206,16 @@ def _ext_hook(code: int, data: bytes) -> Any:
     raise ClusterDecodeError(f"unsupported msgpack extension type {code}")
 
 
+def _msgpack() -> Any:
+    try:
+        import msgpack
+    except ImportError as exc:  # pragma: no cover - the extra is missing
+        raise ImportError("cluster messages with binary need msgpack: pip install 'volleyio[redis]'") from exc
+    return msgpack
+
+
 def _unpack(raw: bytes) -> Any:
+    msgpack = _msgpack()
     try:
         return msgpack.unpackb(raw, raw=False, strict_map_key=True, ext_hook=_ext_hook)
     except ClusterDecodeError:
@@ -218,6 +225,7 @@ def _unpack(raw: bytes) -> Any:
 
 
 def _pack(value: Any) -> bytes:
+    msgpack = _msgpack()
     try:
         return msgpack.packb(value, use_bin_type=True, datetime=False)  # type: ignore[no-any-return]
     except (TypeError, ValueError, OverflowError) as exc:
