@@ -21,6 +21,22 @@ REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"
 REDIS_CLI = shutil.which("redis-cli") or "/usr/bin/redis-cli"
 
 
+def cluster_port() -> int:
+    """A free port whose cluster bus port (+10000) is free too."""
+    import random
+
+    for _ in range(200):
+        port = random.randint(20000, 45000)
+        try:
+            for candidate in (port, port + 10000):
+                with socket.socket() as s:
+                    s.bind(("127.0.0.1", candidate))
+        except OSError:
+            continue
+        return port
+    raise RuntimeError("no free port pair for a cluster node")
+
+
 def redis_available() -> bool:
     return Path(REDIS_SERVER).exists() and Path(REDIS_CLI).exists()
 
@@ -102,7 +118,7 @@ def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[Red
     try:
         for index in range(3):
             directory = base / str(index)
-            node = RedisProcess(directory, None, "--cluster-enabled", "yes", "--cluster-config-file",
+            node = RedisProcess(directory, cluster_port(), "--cluster-enabled", "yes", "--cluster-config-file",
                                 str(directory / "nodes.conf"), "--cluster-node-timeout", "5000")
             node.start()
             nodes.append(node)
