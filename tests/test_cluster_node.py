@@ -27,7 +27,7 @@ async def test_volleyio_and_node_share_a_cluster(kind: str, redis_server: RedisP
         adapter = vt.ShardedRedisAdapter(redis_server.url)
     peer = NodePeer(redis_server.url, kind, name="node")
     async with trio.open_nursery() as nursery:
-        await peer.start(nursery)
+        await peer.start()
         try:
             py = build(adapter, "py")
             server = await nursery.start(py.serve, "127.0.0.1", 0)
@@ -119,7 +119,7 @@ async def test_server_side_emit_without_ack_reaches_node(kind: str, redis_server
     peer = NodePeer(redis_server.url, kind)
     received: list[Any] = []
     async with trio.open_nursery() as nursery:
-        await peer.start(nursery)
+        await peer.start()
         try:
             py = build(adapter, "py")
             py.on_server_side_emit("note", lambda *args: received.append(list(args)))

@@ -36,6 +36,7 @@ from __future__ import annotations
 import base64
 import enum
 import heapq
+import importlib
 import itertools
 import secrets
 from collections.abc import Iterable, Mapping
@@ -208,10 +209,9 @@ def _ext_hook(code: int, data: bytes) -> Any:
 
 def _msgpack() -> Any:
     try:
-        import msgpack
+        return importlib.import_module("msgpack")
     except ImportError as exc:  # pragma: no cover - the extra is missing
         raise ImportError("cluster messages with binary need msgpack: pip install 'volleyio[redis]'") from exc
-    return msgpack
 
 
 def _unpack(raw: bytes) -> Any:

@@ -51,6 +51,7 @@ from ..socketio.cluster import (
     RequestDone,
 )
 from ..socketio.packets import PacketType, _encode
+from ._errors import BaseExceptionGroup
 
 if TYPE_CHECKING:
     from ._socketio_server import SocketIOServer
@@ -251,6 +252,8 @@ class ClusterAdapter(abc.ABC):
             except BaseException as exc:  # noqa: BLE001 - sorted below
                 # Cancelled (the server stops) wins over what the client library raises
                 # while its connections are torn down.
+                cancelled: BaseException | None
+                rest: BaseException | None
                 if isinstance(exc, BaseExceptionGroup):
                     cancelled, rest = exc.split(trio.Cancelled)
                 else:

@@ -229,7 +229,7 @@ def _standalone_sharded_pubsub(client: Any, retry_policy: Any) -> Any:
     from coredis.commands.constants import CommandName
     from coredis.patterns.pubsub import PubSub
 
-    class StandaloneShardedPubSub(PubSub):  # type: ignore[misc, type-arg]
+    class StandaloneShardedPubSub(PubSub):  # type: ignore[type-arg]
         async def subscribe(self, *channels: Any, **handlers: Any) -> None:
             new = [self._encode(channel) for channel in channels]
             waiters = {channel: anyio.Event() for channel in new}

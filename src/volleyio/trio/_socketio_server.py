@@ -714,8 +714,7 @@ class SocketIOServer(ClusterOperations):
         self.max_queue = max_queue
         #: The cluster adapter (None: this server is alone).
         self._cluster = adapter if isinstance(adapter, ClusterAdapter) else None
-        if self._cluster is not None:
-            adapter = self._cluster.rooms
+        rooms: Adapter | None = self._cluster.rooms if self._cluster is not None else adapter  # type: ignore[assignment]
         #: The Engine.IO driver (its ``core`` is the sans-I/O ``EngineIOServer``).
         self.engineio = EngineIOApp(self._session_handler, config=engineio_config)
         #: The sans-I/O Socket.IO core.
@@ -726,7 +725,7 @@ class SocketIOServer(ClusterOperations):
                 max_attachments=max_attachments,
                 namespaces={},
             ),
-            adapter,
+            rooms,
             prepare=_eio.PreparedPacket,
             namespace_resolver=self._resolve_namespace_config,
         )
