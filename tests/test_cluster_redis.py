@@ -263,3 +263,57 @@ async def test_sharded_on_a_redis_cluster(redis_cluster: list[RedisProcess]) -> 
                 assert sorted(s.id for s in await a.fetch_sockets()) == sorted([ca.sid, cb.sid])
                 assert await b.server_side_emit_with_ack("hello", 3) == ["node0:3"]
         nursery.cancel_scope.cancel()
+
+
+@pytest.mark.parametrize("factory", ADAPTERS)
+async def test_graceful_close_and_heartbeat_view(factory: Factory, redis_server: RedisProcess) -> None:
+    async with trio.open_nursery() as nursery:
+        async with cluster(nursery, factory, redis_server.url, n=3) as nodes:
+            (a, _), (b, _), (c, _) = nodes
+            assert a._cluster is not None and b._cluster is not None and c._cluster is not None
+            with trio.fail_after(5):
+                while a._cluster.core.nodes("/") != {b._cluster.uid, c._cluster.uid}:
+                    await trio.sleep(0.05)
+            await c._cluster.close()
+            with trio.fail_after(1):  # well within the 1.5 s heartbeat timeout: ADAPTER_CLOSE
+                while c._cluster.uid in a._cluster.core.nodes("/"):
+                    await trio.sleep(0.02)
+            # b goes silent without a word (its tasks are stopped): gone after the timeout
+            b._cluster.core.heartbeat_interval = 3600.0
+            b._cluster._nursery.cancel_scope.cancel()  # type: ignore[union-attr]
+            with trio.fail_after(5):
+                while b._cluster.uid in a._cluster.core.nodes("/"):
+                    await trio.sleep(0.05)
+        nursery.cancel_scope.cancel()
+
+
+async def test_slow_redis_applies_backpressure(own_redis: RedisProcess) -> None:
+    """While Redis answers slowly (CLIENT PAUSE), the publication queue fills: further
+    emits wait for room (after their local delivery), volatile ones are dropped; nothing
+    grows past ``max_queue``."""
+    import coredis
+
+    async with trio.open_nursery() as nursery:
+        async with cluster(nursery, streams, own_redis.url, n=2, max_queue=4) as nodes:
+            (a, port_a), (b, port_b) = nodes
+            assert a._cluster is not None
+            async with Client(port_a) as ca, Client(port_b) as cb:
+                async with coredis.Redis.from_url(own_redis.url) as admin:
+                    await admin.client_pause(2000, mode=coredis.PureToken.WRITE)
+                done: list[int] = []
+
+                async def emitter() -> None:
+                    for i in range(12):
+                        await a.emit("e", i)
+                        done.append(i)
+
+                nursery.start_soon(emitter)
+                await trio.sleep(0.8)
+                assert a._cluster.statistics()["queued"] <= 4
+                assert len(done) < 12  # waiting for room: backpressure
+                await a.emit("v", 0, volatile=True)
+                assert a._cluster.statistics()["dropped_volatile"] >= 1
+                await ca.wait_for(len(done) + 1)  # local delivery did not wait
+                await cb.wait_for(12)  # once Redis answers again, everything arrives, in order
+                assert [v for e, v in cb.received if e == "e"] == list(range(12))
+        nursery.cancel_scope.cancel()

@@ -342,6 +342,17 @@ class ClusterAdapter(abc.ABC):
             await self._room_lot.park()
         self._enqueue(message, None)
 
+    async def close(self, timeout: float = 2.0) -> None:
+        """Leave the cluster gracefully before stopping the server: publishes
+        ADAPTER_CLOSE for every namespace (the other volleyio servers stop counting on
+        this one at once instead of after the heartbeat timeout) and waits, up to
+        ``timeout`` seconds, until everything queued is published."""
+        for message in self.core.close():
+            self._enqueue(message, None)
+        with trio.move_on_after(timeout):
+            while self._queue and self.connected:
+                await self._room_lot.park()
+
     def _respond(self, message: ClusterMessage, requester: str) -> None:
         if not self._enqueue(message, requester):
             logger.warning("cluster adapter %s: publication queue full, response to %s dropped", self.uid, requester)
