@@ -123,6 +123,10 @@ class ClusterAdapter(abc.ABC):
     ``request_timeout`` (default for cluster requests, Node's 5 s), ``max_queue``
     (messages waiting for publication), ``reconnect_delay`` / ``max_reconnect_delay``
     (exponential backoff, seconds), ``uid`` (this node's id; random by default).
+
+    ``connected`` tells whether the broker session is up; ``core`` is the sans-I/O
+    :class:`~volleyio.socketio.cluster.ClusterCore` (``core.nodes(namespace)``: the other
+    servers seen alive); ``rooms`` the local room membership handed to the Socket.IO core.
     """
 
     def __init__(
