@@ -317,3 +317,20 @@ async def test_slow_redis_applies_backpressure(own_redis: RedisProcess) -> None:
                 await cb.wait_for(12)  # once Redis answers again, everything arrives, in order
                 assert [v for e, v in cb.received if e == "e"] == list(range(12))
         nursery.cancel_scope.cancel()
+
+
+@pytest.mark.parametrize("factory", ADAPTERS)
+async def test_data_that_cannot_be_sent_does_not_stop_the_adapter(factory: Factory, redis_server: RedisProcess) -> None:
+    from volleyio.socketio import SocketIOEncodeError
+
+    async with trio.open_nursery() as nursery:
+        async with cluster(nursery, factory, redis_server.url) as nodes:
+            (a, _), (b, port_b) = nodes
+            async with Client(port_b) as cb:
+                with pytest.raises(SocketIOEncodeError):
+                    await a.emit("bad", float("nan"))
+                await a.emit("good", 1)
+                await cb.wait_for(1)
+                assert cb.received == [("good", 1)]
+                assert a._cluster is not None and a._cluster.statistics()["unencodable"] == 1
+        nursery.cancel_scope.cancel()

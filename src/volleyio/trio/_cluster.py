@@ -152,6 +152,7 @@ class ClusterAdapter(abc.ABC):
         self.max_reconnect_delay = max_reconnect_delay
         self.connected = False
         self._server: SocketIOServer | None = None
+        self._current_session: Any = None  # the broker session while connected
         self._nursery: trio.Nursery | None = None
         self._queue: deque[tuple[ClusterMessage, str | None]] = deque()
         self._queue_lot = trio.lowlevel.ParkingLot()  # the publisher waits for messages
@@ -161,7 +162,14 @@ class ClusterAdapter(abc.ABC):
         self._progress: dict[str, Callable[[BroadcastAckProgress], None]] = {}
         self._new_namespaces: list[str] = []
         self._namespace_lot = trio.lowlevel.ParkingLot()
-        self._stats = {"published": 0, "received": 0, "dropped_volatile": 0, "undecodable": 0, "reconnects": 0}
+        self._stats = {
+            "published": 0,
+            "received": 0,
+            "dropped_volatile": 0,
+            "undecodable": 0,
+            "unencodable": 0,
+            "reconnects": 0,
+        }
 
     @property
     def uid(self) -> str:
@@ -382,8 +390,6 @@ class ClusterAdapter(abc.ABC):
                 raise
             return 1 + len(self.core.nodes(namespace))
 
-    _current_session: Any = None
-
     async def _request(
         self,
         register: Callable[[int, float], tuple[str, ClusterMessage]],
@@ -418,20 +424,24 @@ class ClusterAdapter(abc.ABC):
     def _deliver(self, message: ClusterMessage, offset: str) -> None:
         self._stats["received"] += 1
         try:
-            events = self.core.receive(message, trio.current_time())
+            events = self.core.receive(message, trio.current_time(), offset)
         except ClusterDecodeError as exc:
             self._stats["undecodable"] += 1
             logger.warning("cluster adapter %s: message from %s dropped: %s", self.uid, message.uid, exc)
             return
         if events:
             self._timer_changed.set()
-            self._apply_all(events, offset)
+            self._apply_all(events)
+
+    def _encode_failed(self, message: ClusterMessage, exc: Exception) -> None:
+        self._stats["unencodable"] += 1
+        logger.error("cluster adapter %s: %s message cannot be encoded, not published: %s", self.uid, message.type.name, exc)
 
     def _decode_failed(self, exc: Exception) -> None:
         self._stats["undecodable"] += 1
         logger.warning("cluster adapter %s: undecodable message dropped: %s", self.uid, exc)
 
-    def _apply_all(self, events: Iterable[ClusterEvent], offset: str = "") -> None:
+    def _apply_all(self, events: Iterable[ClusterEvent]) -> None:
         server = self._server
         if server is None:
             return

@@ -210,6 +210,17 @@ class ClusterOperations:
 
     # ------------------------------------------------------------ hooks of the server
 
+    def _cluster_publish_nowait(
+        self, namespace: str, data: list[Any], rooms: Sequence[str], except_rooms: Sequence[str], volatile: bool
+    ) -> bool:
+        """Queue a BROADCAST if the queue has room; False if it has not (then
+        :meth:`_cluster_publish`)."""
+        cluster = self._cluster
+        if cluster is None:
+            return True
+        options = BroadcastOptions(namespace, frozenset(rooms), frozenset(except_rooms), frozenset(), volatile)
+        return cluster._enqueue(cluster.core.broadcast(namespace, data, options), None)
+
     async def _cluster_publish(
         self, namespace: str, data: list[Any], rooms: Sequence[str], except_rooms: Sequence[str], volatile: bool
     ) -> None:

@@ -156,14 +156,22 @@ class RedisStreamsAdapter(_RedisAdapter):
         client = session.client
         coredis = _coredis()
         for message, requester in batch:
+            try:
+                if requester is not None or self.core.is_ephemeral(message):
+                    payload: Any = encode_msgpack(message)
+                else:
+                    payload = encode_stream_entry(message)
+            except (ValueError, TypeError) as exc:
+                self._encode_failed(message, exc)
+                continue
             if requester is not None:
-                await client.publish(self.private_channel(message.nsp, requester), encode_msgpack(message))
+                await client.publish(self.private_channel(message.nsp, requester), payload)
             elif self.core.is_ephemeral(message):
-                await client.publish(self.channel(message.nsp), encode_msgpack(message))
+                await client.publish(self.channel(message.nsp), payload)
             else:
                 await client.xadd(
                     self.stream_name,
-                    encode_stream_entry(message),
+                    payload,
                     trim_strategy=coredis.PureToken.MAXLEN,
                     trim_operator=coredis.PureToken.APPROXIMATELY,
                     threshold=self.max_len,
@@ -281,6 +289,7 @@ class ShardedRedisAdapter(_RedisAdapter):
                 pubsub_cm = _standalone_sharded_pubsub(client, self._no_retry())
             async with pubsub_cm as pubsub:
                 self._room_channels.clear()
+                self._room_ops.clear()
                 yield _ShardedSession(client, pubsub)
 
     def _room_channel(self, namespace: str, room: str) -> str:
@@ -295,6 +304,8 @@ class ShardedRedisAdapter(_RedisAdapter):
         return server is None or server.core.socket_info(room) is None
 
     def _room_changed(self, namespace: str, room: str, created: bool) -> None:
+        if self._current_session is None:
+            return  # subscriptions are recomputed from the rooms at the next session
         channel = self._room_channel(namespace, room)
         if created and not self._public(namespace, room):
             return
@@ -332,7 +343,12 @@ class ShardedRedisAdapter(_RedisAdapter):
     async def _publish_batch(self, session: _ShardedSession, batch: list[tuple[ClusterMessage, str | None]]) -> None:
         client = session.client
         for message, requester in batch:
-            await client.spublish(self._publish_channel(message, requester), encode_sharded(message))
+            try:
+                payload = encode_sharded(message)
+            except (ValueError, TypeError) as exc:
+                self._encode_failed(message, exc)
+                continue
+            await client.spublish(self._publish_channel(message, requester), payload)
 
     async def _read(self, session: _ShardedSession, deliver: Callable[[ClusterMessage, str], None]) -> None:
         async with trio.open_nursery() as nursery:

@@ -557,10 +557,16 @@ class Namespace:
         ``skip`` (rooms or socket ids). With a cluster adapter the other servers deliver
         it too, unless ``local``."""
         rooms, except_rooms = _room_list(to), _room_list(skip)
+        server = self.server
         for nsp in self._concrete():
-            self.server.core.broadcast(nsp.name, event, *args, rooms=rooms, except_rooms=except_rooms, volatile=volatile)
-            if self.server._cluster is not None and not local:
-                await self.server._cluster_publish(nsp.name, [event, *args], rooms, except_rooms, volatile)
+            # Queued for the other servers first when there is room (they deliver while
+            # this one does), else after the local delivery (which never waits).
+            queued = server._cluster is None or local or server._cluster_publish_nowait(
+                nsp.name, [event, *args], rooms, except_rooms, volatile
+            )
+            server.core.broadcast(nsp.name, event, *args, rooms=rooms, except_rooms=except_rooms, volatile=volatile)
+            if not queued:
+                await server._cluster_publish(nsp.name, [event, *args], rooms, except_rooms, volatile)
 
     async def send(self, *args: Any, to: Rooms = None, skip: Rooms = None) -> None:
         await self.emit("message", *args, to=to, skip=skip)
