@@ -32,9 +32,10 @@ def node_cluster_available() -> bool:
 class LinePeer:
     """A child process answering ``{id, cmd, ...}`` lines with ``{id, result|error}``."""
 
-    def __init__(self, argv: list[str], cwd: Path) -> None:
+    def __init__(self, argv: list[str], cwd: Path, env: dict[str, str] | None = None) -> None:
         self.argv = argv
         self.cwd = cwd
+        self.env = env or {}
         self.process: trio.Process | None = None
         self.ready: dict[str, Any] = {}
         self._ids = itertools.count()
@@ -44,7 +45,7 @@ class LinePeer:
     async def start(self) -> LinePeer:
         self.process = await trio.lowlevel.open_process(
             self.argv, cwd=str(self.cwd), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            env={**os.environ, "PYTHONUNBUFFERED": "1", **self.env},
         )
         with trio.fail_after(30):
             self.ready = await self._line()
@@ -84,8 +85,8 @@ class LinePeer:
 
 
 class ServerPeer(LinePeer):
-    def __init__(self, argv: list[str], cwd: Path, port: int) -> None:
-        super().__init__(argv, cwd)
+    def __init__(self, argv: list[str], cwd: Path, port: int, env: dict[str, str] | None = None) -> None:
+        super().__init__(argv, cwd, env)
         self.port = port
 
     @property
@@ -109,11 +110,13 @@ def NodePeer(redis_url: str, adapter: str, name: str = "node", cluster: list[str
     return ServerPeer([node, "cluster_node.js", json.dumps(config)], JS_DIR, port)
 
 
-def PythonPeer(redis_url: str, adapter: str, name: str, **options: Any) -> ServerPeer:  # noqa: N802
-    """A volleyio server process (tests/peers/cluster_server.py)."""
+def PythonPeer(redis_url: str, adapter: str, name: str, impl: str = "compiled", **options: Any) -> ServerPeer:  # noqa: N802
+    """A volleyio server process (tests/peers/cluster_server.py); ``impl`` "python" runs it
+    on the pure-Python speedups."""
     port = free_port()
     config = {"port": port, "redisUrl": redis_url, "adapter": adapter, "name": name, **options}
-    return ServerPeer([sys.executable, str(PEERS_DIR / "cluster_server.py"), json.dumps(config)], PEERS_DIR, port)
+    env = {"VOLLEYIO_NO_EXTENSIONS": "1"} if impl == "python" else {}
+    return ServerPeer([sys.executable, str(PEERS_DIR / "cluster_server.py"), json.dumps(config)], PEERS_DIR, port, env)
 
 
 def NodeClients() -> LinePeer:  # noqa: N802

@@ -49,9 +49,10 @@ async def events_of(member: Member, name: str) -> list[list[Any]]:
 
 
 @pytest.mark.parametrize("kind", ["streams", "sharded"])
-async def test_three_volleyio_and_one_node_server(kind: str, own_redis: RedisProcess) -> None:
+async def test_three_volleyio_and_one_node_server(kind: str, own_redis: RedisProcess, speedups_impl: str) -> None:
     url = own_redis.url
-    pys = [PythonPeer(url, kind, f"py{i}", **HEARTBEAT) for i in range(3)]
+    # the server processes run on the same speedups as the test
+    pys = [PythonPeer(url, kind, f"py{i}", speedups_impl, **HEARTBEAT) for i in range(3)]
     node = NodePeer(url, kind, "node")
     servers: list[ServerPeer] = [*pys, node]
     node_clients, pys_clients = NodeClients(), PythonSocketIOClients()
