@@ -334,3 +334,27 @@ async def test_data_that_cannot_be_sent_does_not_stop_the_adapter(factory: Facto
                 assert cb.received == [("good", 1)]
                 assert a._cluster is not None and a._cluster.statistics()["unencodable"] == 1
         nursery.cancel_scope.cancel()
+
+
+async def test_garbage_in_redis_is_dropped_and_counted(redis_server: RedisProcess) -> None:
+    """Entries and messages the adapters cannot decode (written by something else) are
+    dropped and counted; the node goes on."""
+    import coredis
+
+    async with trio.open_nursery() as nursery:
+        async with cluster(nursery, streams, redis_server.url) as nodes:
+            (a, _), (b, port_b) = nodes
+            async with Client(port_b) as cb, coredis.Redis.from_url(redis_server.url) as raw:
+                await raw.xadd("socket.io", {"uid": "x", "nsp": "/", "type": "3", "data": "{not json"})
+                await raw.xadd("socket.io", {"uid": "x", "nsp": "/", "type": "3", "data": "@@@"})
+                await raw.xadd("socket.io", {"uid": "x", "nsp": "/", "type": "3", "data": '{"packet":{"type":2,"data":[]}}'})
+                await raw.publish("socket.io#/#", b"\xc1\xc1")
+                await raw.publish("socket.io#/#", b"\x92\x01\x02")
+                await a.emit("after", 1)
+                await cb.wait_for(1)
+                assert cb.received == [("after", 1)]
+                assert b._cluster is not None
+                with trio.fail_after(5):
+                    while b._cluster.statistics()["undecodable"] < 5:
+                        await trio.sleep(0.05)
+        nursery.cancel_scope.cancel()
