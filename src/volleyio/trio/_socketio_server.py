@@ -89,9 +89,11 @@ partial result).
 Scaling out
 -----------
 Rooms and broadcasts go through the core's :class:`volleyio.socketio.Adapter` (``adapter=``).
-The API around it is async (``emit``, ``join``, ``leave``, ``gather``, ...) so that a broker
-adapter can publish to Redis before returning; membership stays local per process, as in
-Node's Redis adapter (see ``volleyio.socketio.adapter``).
+With a cluster adapter (``adapter=RedisStreamsAdapter(url)`` or ``ShardedRedisAdapter``),
+broadcasts reach the sockets of every server of the cluster, Node servers included, and
+the cluster-wide operations (``server_side_emit``, ``fetch_sockets``, ``sockets_join``,
+``disconnect_sockets``...) work across servers: see ``volleyio.trio._cluster_api`` and the
+"Cluster adapters" documentation page.
 """
 
 from __future__ import annotations
