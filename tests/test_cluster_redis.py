@@ -358,3 +358,20 @@ async def test_garbage_in_redis_is_dropped_and_counted(redis_server: RedisProces
                     while b._cluster.statistics()["undecodable"] < 5:
                         await trio.sleep(0.05)
         nursery.cancel_scope.cancel()
+
+
+async def test_streams_on_a_redis_cluster(redis_cluster: list[RedisProcess]) -> None:
+    def factory(url: str, **options: Any) -> vt.ClusterAdapter:
+        return vt.RedisStreamsAdapter(url, cluster=True, **options)
+
+    async with trio.open_nursery() as nursery:
+        async with cluster(nursery, factory, redis_cluster[0].url) as nodes:
+            (a, port_a), (b, port_b) = nodes
+            async with Client(port_a) as ca, Client(port_b) as cb:
+                for i in range(10):
+                    await b.emit("news", i)
+                await ca.wait_for(10)
+                assert [v for _, v in ca.received] == list(range(10))
+                assert sorted(s.id for s in await a.fetch_sockets()) == sorted([ca.sid, cb.sid])
+                assert await b.server_side_emit_with_ack("hello", 3) == ["node0:3"]
+        nursery.cancel_scope.cancel()
