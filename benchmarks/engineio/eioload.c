@@ -67,6 +67,8 @@ typedef struct {
 } sess_t;
 
 static int mode, port;
+/* PORT may be a comma-separated list (WebSocket modes): connection i goes to ports[i % nports]. */
+static int ports[16], nports, next_port;
 static const char *path;
 static size_t msg_size;
 static char *payload;  /* SIZE bytes of letters */
@@ -100,6 +102,7 @@ static int tcp_connect(void) {
     if (fd < 0) die("socket");
     struct sockaddr_in a = {0};
     a.sin_family = AF_INET;
+    port = ports[next_port++ % nports];
     a.sin_port = htons(port);
     inet_pton(AF_INET, "127.0.0.1", &a.sin_addr);
     if (connect(fd, (struct sockaddr *)&a, sizeof a) < 0) die("connect");
@@ -536,7 +539,12 @@ int main(int argc, char **argv) {
          : !strcmp(m, "ws-idle") ? M_WS_IDLE : !strcmp(m, "poll-idle") ? M_POLL_IDLE
          : !strcmp(m, "sio-ack") ? M_SIO_ACK : !strcmp(m, "sio-bcast") ? M_SIO_BCAST : -1;
     if (mode < 0) { fprintf(stderr, "unknown mode %s\n", m); return 2; }
-    port = atoi(argv[2]);
+    for (char *p = argv[2]; *p && nports < 16; nports++) {
+        ports[nports] = atoi(p);
+        while (*p && *p != ',') p++;
+        if (*p == ',') p++;
+    }
+    port = ports[0];
     path = argv[3];
     int nconn = atoi(argv[4]), inflight = atoi(argv[5]);
     msg_size = strtoul(argv[6], 0, 10);

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from .adapter import Adapter, BroadcastOptions, InMemoryAdapter
+from .cluster import ClusterCore, ClusterDecodeError, ClusterMessage, ClusterRequestTimeout, MessageType
 from .client import SendBufferFullError, SocketIOClient, SocketIOConnectError, SocketIODisconnectedError
 from .packets import (
     MAX_ACK_ID,
@@ -41,6 +42,10 @@ __all__ = [
     "AckReceived",
     "Adapter",
     "BroadcastOptions",
+    "ClusterCore",
+    "ClusterDecodeError",
+    "ClusterMessage",
+    "ClusterRequestTimeout",
     "ConnectAttempt",
     "ConnectRefused",
     "ConnectRequested",
@@ -50,6 +55,7 @@ __all__ = [
     "EngineIOTransport",
     "EventReceived",
     "InMemoryAdapter",
+    "MessageType",
     "NamespaceConfig",
     "Packet",
     "PacketType",

@@ -4,23 +4,13 @@ The server core talks to rooms only through :class:`Adapter`, so a broker-backed
 can replace :class:`InMemoryAdapter` (pass it as ``adapter=`` to the core, or to
 ``volleyio.trio.SocketIOServer``).
 
-How a broker adapter (Redis pub/sub first) plugs in:
-
-* Membership stays local: each process knows the rooms of its own sockets (Node's
-  ``@socket.io/redis-adapter`` works the same way), so ``join``/``leave``/``members``
-  are the in-memory ones; subclass :class:`InMemoryAdapter`.
-* :meth:`Adapter.broadcast` receives the packet already encoded (``messages``: the
-  Engine.IO messages, header then attachments, or what the core's ``prepare`` hook made
-  of them) and the :class:`BroadcastOptions`. A broker adapter delivers locally through
-  ``deliver`` as this base class does, and also queues ``(messages, options)`` for
-  publication. Encoding is a pure function of the packet, so the other nodes need no
-  re-encoding. Nothing here may block: the I/O driver owns the broker connection, awaits
-  the publication (the trio layer's ``emit``/``join``/``gather`` are ``async`` for
-  this) and, for each broadcast arriving from another node, calls
-  ``SocketIOServer.deliver_broadcast(messages, options)`` on its core, which delivers
-  to the local targets without publishing again.
-* Broadcasts with acks (``broadcast_with_ack``) are local to a process for now; a
-  cluster version needs the remote nodes to report how many sockets they reached.
+Clusters (``volleyio.trio.RedisStreamsAdapter``, ``ShardedRedisAdapter``): membership
+stays local, each process knows the rooms of its own sockets (as Node's Redis adapters),
+kept by an :class:`InMemoryAdapter` subclass. The cluster traffic is not this
+interface's job: the trio layer publishes broadcasts and cluster requests through the
+sans-I/O protocol of ``volleyio.socketio.cluster`` and, for each broadcast another node
+published, calls ``SocketIOServer.deliver_broadcast(messages, options)`` on its core,
+which delivers to the local targets without publishing again.
 """
 
 from __future__ import annotations

@@ -20,6 +20,8 @@ from __future__ import annotations
 
 from ._broadcast import broadcast
 from ._client import backoff_delay, connect, parse_url, reconnecting
+from ._cluster import ClusterAdapter, ClusterConnectError, ClusterUnavailableError
+from ._cluster_api import RemoteSocket
 from ._connection import FANOUT_LIMIT, Limits, MessageHandler, Statistics, WebSocketConnection
 from ._engineio_client import (
     EngineIOClientConnection,
@@ -38,6 +40,7 @@ from ._errors import (
 )
 from ._http import Request, Response
 from ._http_loop import HttpConnection, RequestHead
+from ._redis import RedisStreamsAdapter, ShardedRedisAdapter
 from ._server import HttpMount, WebSocketServer, serve
 from ._socketio_client import (
     SendBufferFullError,
@@ -58,6 +61,9 @@ from ._socketio_server import (
 
 __all__ = [
     "FANOUT_LIMIT",
+    "ClusterAdapter",
+    "ClusterConnectError",
+    "ClusterUnavailableError",
     "ConnectError",
     "ConnectionClosed",
     "ConnectionClosedError",
@@ -78,10 +84,13 @@ __all__ = [
     "Limits",
     "MessageHandler",
     "Namespace",
+    "RedisStreamsAdapter",
+    "RemoteSocket",
     "Request",
     "RequestHead",
     "Response",
     "SendBufferFullError",
+    "ShardedRedisAdapter",
     "Socket",
     "SocketIOApp",
     "SocketIOClient",

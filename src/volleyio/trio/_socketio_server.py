@@ -89,9 +89,11 @@ partial result).
 Scaling out
 -----------
 Rooms and broadcasts go through the core's :class:`volleyio.socketio.Adapter` (``adapter=``).
-The API around it is async (``emit``, ``join``, ``leave``, ``gather``, ...) so that a broker
-adapter can publish to Redis before returning; membership stays local per process, as in
-Node's Redis adapter (see ``volleyio.socketio.adapter``).
+With a cluster adapter (``adapter=RedisStreamsAdapter(url)`` or ``ShardedRedisAdapter``),
+broadcasts reach the sockets of every server of the cluster, Node servers included, and
+the cluster-wide operations (``server_side_emit``, ``fetch_sockets``, ``sockets_join``,
+``disconnect_sockets``...) work across servers: see ``volleyio.trio._cluster_api`` and the
+"Cluster adapters" documentation page.
 """
 
 from __future__ import annotations
@@ -118,6 +120,8 @@ from ..socketio.server import (
     ConnectionRefusedError,
     DisconnectedError,
 )
+from ._cluster import ClusterAdapter
+from ._cluster_api import ClusterOperations
 from ._engineio_server import EngineIOApp, EngineIORequest, EngineIOSession
 from ._errors import EngineIOClosed
 
@@ -547,24 +551,39 @@ class Namespace:
         self._middlewares.append(middleware)
         return middleware
 
-    async def emit(self, event: str, *args: Any, to: Rooms = None, skip: Rooms = None, volatile: bool = False) -> None:
+    async def emit(
+        self, event: str, *args: Any, to: Rooms = None, skip: Rooms = None, volatile: bool = False, local: bool = False
+    ) -> None:
         """Broadcast to the namespace, or to the members of ``to`` (a room, a socket id —
         each socket is in the room named after its id — or several), minus the members of
-        ``skip`` (rooms or socket ids)."""
+        ``skip`` (rooms or socket ids). With a cluster adapter the other servers deliver
+        it too, unless ``local``."""
         rooms, except_rooms = _room_list(to), _room_list(skip)
+        server = self.server
         for nsp in self._concrete():
-            self.server.core.broadcast(nsp.name, event, *args, rooms=rooms, except_rooms=except_rooms, volatile=volatile)
+            # Queued for the other servers first when there is room (they deliver while
+            # this one does), else after the local delivery (which never waits).
+            queued = server._cluster is None or local or server._cluster_publish_nowait(
+                nsp.name, [event, *args], rooms, except_rooms, volatile
+            )
+            server.core.broadcast(nsp.name, event, *args, rooms=rooms, except_rooms=except_rooms, volatile=volatile)
+            if not queued:
+                await server._cluster_publish(nsp.name, [event, *args], rooms, except_rooms, volatile)
 
     async def send(self, *args: Any, to: Rooms = None, skip: Rooms = None) -> None:
         await self.emit("message", *args, to=to, skip=skip)
 
     async def gather(
-        self, event: str, *args: Any, to: Rooms = None, skip: Rooms = None, timeout: float
+        self, event: str, *args: Any, to: Rooms = None, skip: Rooms = None, timeout: float, local: bool = False
     ) -> dict[str, Any]:
         """Broadcast expecting an ack from every receiver; waits until all answered (or
         disconnected) or ``timeout`` seconds passed. Returns ``{socket id: ack value}`` for
-        the answers that arrived (the value as :meth:`Socket.call` returns it)."""
+        the answers that arrived (the value as :meth:`Socket.call` returns it). With a
+        cluster adapter, the sockets of every server answer (unless ``local``; see
+        :meth:`SocketIOServer.gather`)."""
         server = self.server
+        if server._cluster is not None and not local:
+            return await server._cluster_gather(self, event, args, to, skip, timeout)
         core = server.core
         rooms, except_rooms = _room_list(to), _room_list(skip)
         results: dict[str, Any] = {}
@@ -643,7 +662,7 @@ class SocketIOApp:
         return self.server.engineio.handle_request(request, http)
 
 
-class SocketIOServer:
+class SocketIOServer(ClusterOperations):
     """A Socket.IO v5 server (see the module documentation).
 
     Options: ``path`` (mount prefix, ``/socket.io/``), ``ping_interval``/``ping_timeout``/
@@ -654,7 +673,8 @@ class SocketIOServer:
     (sticky-session cookie name), ``max_attachments`` (binary attachments per packet),
     ``max_buffered_bytes`` (outgoing buffer per connection, "slow consumer" above),
     ``max_queue`` (queued events per connection before the reader stops reading),
-    ``adapter`` (rooms/broadcast; in-memory by default), ``engineio_config`` (a full
+    ``adapter`` (rooms/broadcast; in-memory by default; a :class:`ClusterAdapter` such as
+    ``RedisStreamsAdapter(url=...)`` joins a cluster), ``engineio_config`` (a full
     ``engineio.ServerConfig`` overriding the Engine.IO options above).
     """
 
@@ -675,7 +695,7 @@ class SocketIOServer:
         max_attachments: int = 10,
         max_buffered_bytes: int = 1 << 20,
         max_queue: int = 16,
-        adapter: Adapter | None = None,
+        adapter: Adapter | ClusterAdapter | None = None,
         engineio_config: _eio.ServerConfig | None = None,
     ) -> None:
         if not path.startswith("/"):
@@ -702,6 +722,9 @@ class SocketIOServer:
                 cookie=cookie,
             )
         self.max_queue = max_queue
+        #: The cluster adapter (None: this server is alone).
+        self._cluster = adapter if isinstance(adapter, ClusterAdapter) else None
+        rooms: Adapter | None = self._cluster.rooms if self._cluster is not None else adapter  # type: ignore[assignment]
         #: The Engine.IO driver (its ``core`` is the sans-I/O ``EngineIOServer``).
         self.engineio = EngineIOApp(self._session_handler, config=engineio_config)
         #: The sans-I/O Socket.IO core.
@@ -712,7 +735,7 @@ class SocketIOServer:
                 max_attachments=max_attachments,
                 namespaces={},
             ),
-            adapter,
+            rooms,
             prepare=_eio.PreparedPacket,
             namespace_resolver=self._resolve_namespace_config,
         )
@@ -738,6 +761,8 @@ class SocketIOServer:
             nsp = self._namespaces.get(namespace)
             if nsp is None:
                 nsp = self._namespaces[namespace] = Namespace(self, namespace)
+                if self._cluster is not None and self._nursery is not None:
+                    self._cluster.ensure_namespace(namespace)
             return nsp
         if isinstance(namespace, re.Pattern):
             pattern = namespace
@@ -802,11 +827,13 @@ class SocketIOServer:
         skip: Rooms = None,
         namespace: str | None = None,
         volatile: bool = False,
+        local: bool = False,
     ) -> None:
         """Emit to everyone in ``namespace`` (default ``/``), or to the members of ``to``
         (room names and/or socket ids), minus the members of ``skip``. With
-        ``to=<socket id>`` and no ``namespace``, the socket's namespace is used."""
-        await self._namespace_for(namespace, to).emit(event, *args, to=to, skip=skip, volatile=volatile)
+        ``to=<socket id>`` and no ``namespace``, the socket's namespace is used. With a
+        cluster adapter every server delivers it, unless ``local``."""
+        await self._namespace_for(namespace, to).emit(event, *args, to=to, skip=skip, volatile=volatile, local=local)
 
     async def send(self, *args: Any, to: Rooms = None, skip: Rooms = None, namespace: str | None = None) -> None:
         await self.emit("message", *args, to=to, skip=skip, namespace=namespace)
@@ -826,9 +853,15 @@ class SocketIOServer:
         skip: Rooms = None,
         namespace: str | None = None,
         timeout: float,
+        local: bool = False,
     ) -> dict[str, Any]:
-        """Broadcast with acks (see :meth:`Namespace.gather`)."""
-        return await self._namespace_for(namespace, to).gather(event, *args, to=to, skip=skip, timeout=timeout)
+        """Broadcast with acks (see :meth:`Namespace.gather`). With a cluster adapter the
+        sockets of every server answer: keys are socket ids, except for answers from
+        Node servers (their adapter does not say which socket answered): ``"~0"``,
+        ``"~1"``..."""
+        return await self._namespace_for(namespace, to).gather(
+            event, *args, to=to, skip=skip, timeout=timeout, local=local
+        )
 
     # Socket ids are unique across namespaces: ``namespace`` is accepted for
     # python-socketio's signatures and not needed.
@@ -901,6 +934,10 @@ class SocketIOServer:
         try:
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
+                if self._cluster is not None:
+                    for name in self._namespaces:
+                        self._cluster.ensure_namespace(name)
+                    await nursery.start(self._cluster.run, self)
                 await nursery.start(self._run_engineio)
                 nursery.start_soon(self._timer_loop)
                 task_status.started()
@@ -1203,6 +1240,8 @@ class SocketIOServer:
                 if nsp is None:
                     nsp = self._namespaces[name] = Namespace(self, name, parent=parent)
                     parent.children[name] = nsp
+                    if self._cluster is not None:
+                        self._cluster.ensure_namespace(name)
                 return nsp
         return None
 
