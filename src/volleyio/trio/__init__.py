@@ -46,6 +46,9 @@ from ._socketio_client import (
     connect_socketio,
 )
 from ._socketio_server import (
+    NO_ACK,
+    Ack,
+    AckError,
     ConnectionRefusedError,
     DisconnectedError,
     Handshake,
@@ -57,6 +60,9 @@ from ._socketio_server import (
 
 __all__ = [
     "FANOUT_LIMIT",
+    "NO_ACK",
+    "Ack",
+    "AckError",
     "ConnectError",
     "ConnectionClosed",
     "ConnectionClosedError",
