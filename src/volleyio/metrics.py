@@ -211,12 +211,12 @@ class VolleyioCollector:
         messages_out = counter("volleyio_engineio_messages_sent", "Engine.IO messages sent by transport.", ["transport"])
         bytes_in = counter(
             "volleyio_engineio_received_bytes",
-            "Engine.IO message payload received by transport (text: characters).",
+            "Engine.IO data received by transport: POST bodies and WebSocket frames (text counted in characters).",
             ["transport"],
         )
         bytes_out = counter(
             "volleyio_engineio_sent_bytes",
-            "Engine.IO message payload sent by transport (text: characters).",
+            "Engine.IO message payloads sent by transport (text counted in characters).",
             ["transport"],
         )
         slow = counter(

@@ -941,17 +941,37 @@ class SocketIOServer:
         host: str | None = "127.0.0.1",
         port: int = 0,
         *,
+        metrics_path: str | None = None,
+        metrics_registry: Any = None,
         task_status: trio.TaskStatus[Any] = trio.TASK_STATUS_IGNORED,
         **serve_options: Any,
     ) -> None:
         """Serve Socket.IO on ``path`` until cancelled: ``server = await
         nursery.start(sio.serve, host, port)`` gives the ``WebSocketServer``. Other options
-        go to :func:`volleyio.trio.serve` (``handler=`` and ``mounts=`` are merged)."""
+        go to :func:`volleyio.trio.serve` (``handler=`` and ``mounts=`` are merged).
+
+        ``metrics_path`` (e.g. ``"/metrics"``): answer ``GET`` there with the Prometheus
+        exposition (needs ``prometheus-client``, see :mod:`volleyio.metrics`) of
+        ``metrics_registry`` -- by default a registry of its own holding this server's
+        :class:`~volleyio.metrics.VolleyioCollector` (and the front door's connection
+        counts); a registry you pass is served as it is. ``process_request`` still sees
+        every other request."""
         from ._server import serve
 
         mounts = dict(serve_options.pop("mounts", None) or {})
         mounts[self.path] = self.app
         handler = serve_options.pop("handler", None)
+        if metrics_path is not None:
+            from ..metrics import MetricsEndpoint, VolleyioCollector
+
+            endpoint = MetricsEndpoint(
+                metrics_registry, path=metrics_path, next=serve_options.pop("process_request", None)
+            )
+            if metrics_registry is None:
+                collector = VolleyioCollector(self)
+                endpoint.register(collector)
+                task_status = _AddFrontDoor(task_status, collector)
+            serve_options["process_request"] = endpoint
         await serve(handler, host, port, mounts=mounts, task_status=task_status, **serve_options)
 
     # ------------------------------------------------------------------ running
@@ -1322,6 +1342,18 @@ class SocketIOServer:
                     return parent
             raise ValueError(f"unknown namespace {namespace!r}")
         return nsp
+
+
+class _AddFrontDoor:
+    """A task status that also hands the started ``WebSocketServer`` to a collector."""
+
+    def __init__(self, task_status: trio.TaskStatus[Any], collector: Any) -> None:
+        self._task_status = task_status
+        self._collector = collector
+
+    def started(self, value: Any = None) -> None:
+        self._collector.add(value)
+        self._task_status.started(value)
 
 
 class _HandlerFailed(Exception):
