@@ -28,6 +28,7 @@ from ._engineio_client import (
     connect_engineio,
 )
 from ._engineio_server import EngineIOApp, EngineIORequest, EngineIOSession, serve_engineio
+from ._admin import AdminUI
 from ._errors import (
     ConnectError,
     ConnectionClosed,
@@ -63,6 +64,7 @@ __all__ = [
     "NO_ACK",
     "Ack",
     "AckError",
+    "AdminUI",
     "ConnectError",
     "ConnectionClosed",
     "ConnectionClosedError",

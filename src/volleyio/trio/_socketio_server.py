@@ -482,14 +482,14 @@ class Socket:
         server = self.server
         for room in _room_list(rooms):
             server.core.join(self.id, room)
-            if server._observer is not None:
+            if server._observer is not None and self.connected:
                 server._observer.room_changed(self, room, True)
 
     async def leave(self, rooms: str | Iterable[str]) -> None:
         server = self.server
         for room in _room_list(rooms):
             server.core.leave(self.id, room)
-            if server._observer is not None:
+            if server._observer is not None and self.connected:
                 server._observer.room_changed(self, room, False)
 
     async def disconnect(self, close: bool = False) -> None:
@@ -760,6 +760,7 @@ class SocketIOServer:
         self._acks_sent = 0  # acknowledgements asked of clients (call, gather receivers)
         # The admin UI instrumentation (``instrument()``), None when off: one check per event.
         self._observer: Any = None
+        self._admin: Any = None
 
     # ------------------------------------------------------------------ registration
 
@@ -922,6 +923,39 @@ class SocketIOServer:
         self._route_events_nowait()
         self._flush()
 
+    def instrument(
+        self,
+        *,
+        auth: Any,
+        namespace: str = "/admin",
+        readonly: bool = False,
+        server_id: str | None = None,
+        mode: Literal["development", "production"] = "development",
+        stats_interval: float = 2.0,
+    ) -> Any:
+        """Speak the protocol of the Socket.IO Admin UI (``@socket.io/admin-ui``) on
+        ``namespace``, so its dashboard shows this server's sockets, rooms, namespaces
+        and events and can act on them (see :doc:`observability`). ``auth``: ``False``,
+        ``{"type": "basic", "username": ..., "password": <bcrypt hash>}`` (needs the
+        ``bcrypt`` package) or ``{"type": "basic", "username": ...,
+        "plaintext_password": ...}``. ``readonly`` refuses the dashboard's operations;
+        ``mode="production"`` sends only the statistics (no per-socket and per-event
+        reports). Returns the :class:`volleyio.trio.AdminUI` object."""
+        from ._admin import AdminUI
+
+        if self._admin is not None:
+            raise RuntimeError("this server is instrumented already")
+        admin = AdminUI(
+            self, auth=auth, namespace=namespace, readonly=readonly, server_id=server_id, mode=mode,
+            stats_interval=stats_interval,
+        )
+        self._admin = admin
+        if admin.development:
+            self._observer = admin
+        if self._nursery is not None:
+            self._nursery.start_soon(admin.run)
+        return admin
+
     def start_background_task(self, func: Callable[..., Awaitable[Any]], *args: Any) -> None:
         """Run ``func(*args)`` in the server's nursery (errors are logged)."""
         if self._nursery is None:
@@ -984,6 +1018,8 @@ class SocketIOServer:
                 self._nursery = nursery
                 await nursery.start(self._run_engineio)
                 nursery.start_soon(self._timer_loop)
+                if self._admin is not None:
+                    nursery.start_soon(self._admin.run)
                 task_status.started()
         finally:
             self._nursery = None
