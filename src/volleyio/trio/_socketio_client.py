@@ -29,6 +29,9 @@ Handlers: a sync handler is called from the reading task, in arrival order; an a
 handler runs as a task in the client's nursery (so it may ``await client.call(...)``), and
 the order in which async handlers run is not defined. An exception in a handler is logged
 (``volleyio.trio.socketio_client``) and nothing is acked; it does not end the client.
+A handler returning ``NO_ACK`` declines to ack; one declaring a keyword-only ``ack``
+parameter gets an :class:`~volleyio.trio.Ack` to answer later, from any task.
+``call(..., as_list=True)`` returns the ack's argument list as received.
 
 Reconnection (the JS client's rules): when the Engine.IO connection drops ("transport
 close", "ping timeout", ...) the client waits ``reconnection_delay * 2**n`` (at most

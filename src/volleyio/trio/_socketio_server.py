@@ -35,7 +35,9 @@ Handlers are ``async def`` functions (plain functions work too):
   raises :class:`DisconnectedError`). Middlewares (:meth:`Namespace.use`,
   ``(socket, auth)``) run before it and refuse the same way.
 * events: ``(socket, *args)``; the return value is the ack when the client asked for one
-  (``None`` → no arguments, a tuple → several arguments, anything else → one argument).
+  (``None`` → no arguments, a tuple → several arguments, anything else → one argument,
+  :data:`NO_ACK` → no ack at all). A handler with a keyword-only ``ack`` parameter gets
+  an :class:`Ack` instead, to answer later from any task (see "Acks and timeouts").
 * ``"*"``: ``(socket, event, *args)`` for events without their own handler.
 * ``"disconnect"``: ``(socket, reason)``, reason one of "client namespace disconnect",
   "server namespace disconnect", "transport close" (also a clean client close), "ping
@@ -60,9 +62,9 @@ ends with "ping timeout"; whenever a session ends while its handler waits, its s
 leave their rooms at once and the disconnect handler runs after the handlers already
 queued. A slow handler delays only its own connection; other connections keep going.
 To do long work without holding the connection's queue, use
-:meth:`SocketIOServer.start_background_task`. An exception in a handler is logged
-(logger ``volleyio.trio.socketio``) and no ack is sent; the connection and the server
-go on.
+:meth:`SocketIOServer.start_background_task`. An exception in a handler goes to the
+``on_error`` hook ``(socket, event, exc)`` or, without one, is logged (logger
+``volleyio.trio.socketio``); no ack is sent; the connection and the server go on.
 
 Sending
 -------
@@ -84,7 +86,10 @@ answer is ignored, nothing leaks). A socket that disconnects while awaited raise
 :class:`DisconnectedError`. :meth:`SocketIOServer.gather` sends one event to many sockets
 and collects their acks until all answered or ``timeout`` elapsed, returning the answers
 that arrived: there a timeout argument is the point (a cancel scope would discard the
-partial result).
+partial result). ``call`` and ``gather`` take ``as_list=True`` to get the ack's argument
+list as received (``[]`` and ``[None]`` stay apart). A handler declaring ``*, ack`` gets
+an :class:`Ack`: ``ack(*args)`` answers once (twice raises :class:`AckError`), from any
+task, or never.
 
 Scaling out
 -----------
