@@ -139,18 +139,54 @@ async def run_node(node: str, script: str, config: dict[str, Any], timeout: floa
 # ---------------------------------------------------------------------------- protocol, from Node
 
 
+async def drive_admin_protocol(node: str, scene: Scene, url: str) -> dict[str, Any]:
+    """Connect the scene's clients to ``url``, run sio_admin_client.js, check the effects
+    the clients saw (the hellos of the "emit" operation, carol disconnected)."""
+    async with scene.clients(url) as (ada, bob, carol):
+        out = await run_node(node, "sio_admin_client.js", {"url": url, "username": "admin", "password": "s3cret"})
+        with trio.fail_after(5):
+            while not carol.closed and carol.is_connected("/chat"):
+                await trio.sleep(0.02)
+        assert scene.hellos and sorted(h[0] for h in scene.hellos) == ["ada", "bob"]
+        assert all(h[1:] == (1,) for h in scene.hellos)
+        assert carol.is_connected("/chat") is False
+    return out
+
+
 async def test_admin_protocol_with_socket_io_client(node: str) -> None:
     scene = Scene({"type": "basic", "username": "admin", "password": bcrypt_hash("s3cret")})
     async with serving(scene.sio) as port:
-        url = f"http://127.0.0.1:{port}"
-        async with scene.clients(url) as (ada, bob, carol):
-            out = await run_node(node, "sio_admin_client.js", {"url": url, "username": "admin", "password": "s3cret"})
-            with trio.fail_after(5):
-                while not scene.chat_reasons:
-                    await trio.sleep(0.02)
-            assert scene.hellos and sorted(h[0] for h in scene.hellos) == ["ada", "bob"]
-            assert all(h[1:] == (1,) for h in scene.hellos)
-            assert carol.is_connected("/chat") is False
+        out = await drive_admin_protocol(node, scene, f"http://127.0.0.1:{port}")
+    assert scene.chat_reasons == ["server namespace disconnect"]
+    check_admin_protocol(out, "volleyio-test-server", os.getpid())
+
+
+async def test_admin_protocol_driver_against_node_reference(node: str, speedups_impl: str) -> None:
+    """The same driver against Node's socket.io instrumented by @socket.io/admin-ui itself."""
+    if speedups_impl != "compiled":
+        pytest.skip("the Node reference control runs with the compiled speedups only")
+    scene = Scene(False)  # only its clients are used: the server is Node's
+    async with trio.open_nursery() as nursery:
+        process = await trio.lowlevel.open_process([node, "admin_ref_server.js"], cwd=str(JS_DIR), stdin=-1, stdout=-1)
+        try:
+            assert process.stdout is not None
+            first = b""
+            with trio.fail_after(30):
+                while not first.endswith(b"\n"):
+                    chunk = await process.stdout.receive_some(1)
+                    assert chunk, "admin_ref_server.js exited before listening"
+                    first += chunk
+            info = json.loads(first)
+            out = await drive_admin_protocol(node, scene, f"http://127.0.0.1:{info['port']}")
+        finally:
+            process.kill()  # by PID: this process only
+            with trio.move_on_after(10):
+                await process.wait()
+            nursery.cancel_scope.cancel()
+    check_admin_protocol(out, "node-reference", info["pid"])
+
+
+def check_admin_protocol(out: dict[str, Any], server_id: str, pid: int) -> None:
     assert out["refused"] == "invalid credentials"
     assert out["session_reused"] is True
     assert set(out["config"]["supportedFeatures"]) == {
@@ -165,7 +201,7 @@ async def test_admin_protocol_with_socket_io_client(node: str) -> None:
     assert len(chat) == 1 and "lobby" in chat[0]["rooms"]
     assert any(s["nsp"] == "/admin" for s in out["all_sockets"])
     stats = out["server_stats"]
-    assert stats["serverId"] == "volleyio-test-server" and stats["pid"] == os.getpid()
+    assert stats["serverId"] == server_id and stats["pid"] == pid
     assert stats["clientsCount"] >= 4 and stats["pollingClientsCount"] == 1
     names = {n["name"]: n["socketsCount"] for n in stats["namespaces"]}
     assert names["/"] == 2 and names["/chat"] == 1 and names["/admin"] >= 1
