@@ -282,12 +282,14 @@ async def test_admin_ui_dashboard_in_chromium(browser: str) -> None:
                         await ada.call("ping", 100 + i)
                         await trio.sleep(0.3)
 
-                nursery.start_soon(chatter)
-                out = await run_node(browser, "admin_ui_browser.js", {
-                    "uiUrl": ui_origin + "/", "serverUrl": url, "username": "admin", "password": "s3cret",
-                    "badPassword": "nope", "shots": str(SHOTS), "expectSocket": ada_id, "socketNsp": "/",
-                    "expectRoom": "everyone", "expectServer": "volleyio-test-server", "settle": 2000,
-                }, timeout=120)
+                async with trio.open_nursery() as chat:
+                    chat.start_soon(chatter)
+                    out = await run_node(browser, "admin_ui_browser.js", {
+                        "uiUrl": ui_origin + "/", "serverUrl": url, "username": "admin", "password": "s3cret",
+                        "badPassword": "nope", "shots": str(SHOTS), "expectSocket": ada_id, "socketNsp": "/",
+                        "expectRoom": "everyone", "expectServer": "volleyio-test-server", "settle": 2000,
+                    }, timeout=120)
+                    chat.cancel_scope.cancel()  # before the clients close
                 bob_id, carol_id = bob.sid("/"), carol.sid("/chat")
             nursery.cancel_scope.cancel()
     pages = out["pages"]

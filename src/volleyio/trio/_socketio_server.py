@@ -126,6 +126,7 @@ from ..socketio.server import (
 )
 from ..metrics import LatencyHistogram
 from ._acks import Ack, wants_ack
+from ._admin import AdminAuth, AdminUI
 from ._engineio_server import EngineIOApp, EngineIORequest, EngineIOSession
 from ._errors import EngineIOClosed
 
@@ -765,7 +766,7 @@ class SocketIOServer:
         self._acks_sent = 0  # acknowledgements asked of clients (call, gather receivers)
         # The admin UI instrumentation (``instrument()``), None when off: one check per event.
         self._observer: Any = None
-        self._admin: Any = None
+        self._admin: AdminUI | None = None
 
     # ------------------------------------------------------------------ registration
 
@@ -931,13 +932,13 @@ class SocketIOServer:
     def instrument(
         self,
         *,
-        auth: Any,
+        auth: AdminAuth,
         namespace: str = "/admin",
         readonly: bool = False,
         server_id: str | None = None,
         mode: Literal["development", "production"] = "development",
         stats_interval: float = 2.0,
-    ) -> Any:
+    ) -> AdminUI:
         """Speak the protocol of the Socket.IO Admin UI (``@socket.io/admin-ui``) on
         ``namespace``, so its dashboard shows this server's sockets, rooms, namespaces
         and events and can act on them (see :doc:`observability`). ``auth``: ``False``,
@@ -946,8 +947,6 @@ class SocketIOServer:
         "plaintext_password": ...}``. ``readonly`` refuses the dashboard's operations;
         ``mode="production"`` sends only the statistics (no per-socket and per-event
         reports). Returns the :class:`volleyio.trio.AdminUI` object."""
-        from ._admin import AdminUI
-
         if self._admin is not None:
             raise RuntimeError("this server is instrumented already")
         admin = AdminUI(
