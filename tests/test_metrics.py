@@ -145,6 +145,33 @@ def test_cluster_metrics_are_exported_from_the_adapter() -> None:
     assert values[("volleyio_cluster_publish_lag_seconds_bucket", (("le", "0.005"), ("server", "a")))] == 2
 
 
+def test_cluster_metrics_of_an_adapter_kept_beside_the_core() -> None:
+    """A server that hands the core only the adapter's room store and keeps the cluster
+    adapter itself (``sio._cluster``) is exported too."""
+
+    class Cluster:
+        def __init__(self) -> None:
+            self.cluster_metrics = ClusterMetrics()
+
+    sio = SocketIOServer()
+    cluster = Cluster()
+    cluster.cluster_metrics.set_nodes(2)
+    sio._cluster = cluster  # type: ignore[attr-defined]
+    registry = prometheus_client.CollectorRegistry()
+    registry.register(VolleyioCollector(sio))
+    values = samples(prometheus_client.generate_latest(registry).decode())
+    assert values[("volleyio_cluster_nodes", ())] == 2
+    assert ("volleyio_cluster_nodes", ()) not in samples(
+        prometheus_client.generate_latest(_registry_of(SocketIOServer())).decode()
+    )
+
+
+def _registry_of(sio: SocketIOServer) -> Any:
+    registry = prometheus_client.CollectorRegistry()
+    registry.register(VolleyioCollector(sio))
+    return registry
+
+
 def test_collector_refuses_unknown_objects() -> None:
     with pytest.raises(TypeError):
         VolleyioCollector(object())

@@ -289,8 +289,7 @@ class VolleyioCollector:
             yield from (sockets, pending, requested, latency)
 
             # -- cluster adapters
-            clusters = [getattr(sio.core.adapter, "cluster_metrics", None) for sio in sio_servers]
-            cluster_list = [c for c in clusters if isinstance(c, ClusterMetrics)]
+            cluster_list = [c for c in (_cluster_metrics_of(sio) for sio in sio_servers) if c is not None]
             if cluster_list:
                 nodes = gauge("volleyio_cluster_nodes", "Live nodes the cluster adapter sees (itself included).")
                 published = counter("volleyio_cluster_messages_published", "Messages published to the cluster.")
@@ -305,6 +304,17 @@ class VolleyioCollector:
                 add(received, sum(c.messages_received for c in cluster_list))
                 lag.add_metric(extra_value, *_merge_histograms([c.publish_lag for c in cluster_list]))
                 yield from (nodes, published, received, lag)
+
+
+def _cluster_metrics_of(sio: Any) -> ClusterMetrics | None:
+    """The :class:`ClusterMetrics` of the server's cluster adapter: the adapter given as
+    ``adapter=`` (kept by the server as ``cluster``/``_cluster`` when the core gets only its
+    room store) or the core's adapter itself."""
+    for holder in (getattr(sio, "cluster", None), getattr(sio, "_cluster", None), sio.core.adapter):
+        metrics = getattr(holder, "cluster_metrics", None)
+        if isinstance(metrics, ClusterMetrics):
+            return metrics
+    return None
 
 
 def _merge_histograms(histograms: Sequence[LatencyHistogram]) -> tuple[list[tuple[str, float]], float]:
