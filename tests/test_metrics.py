@@ -172,6 +172,22 @@ def _registry_of(sio: SocketIOServer) -> Any:
     return registry
 
 
+def test_engineio_app_and_core_are_collected_and_summed() -> None:
+    async def handler(session: Any) -> None:
+        pass
+
+    app = vt.EngineIOApp(handler)
+    core = EngineIOServer()
+    response = core.handle_request(request(), T0)
+    assert isinstance(response, HttpResponse)
+    registry = prometheus_client.CollectorRegistry()
+    registry.register(VolleyioCollector(app, core, server_label="eio"))
+    values = samples(prometheus_client.generate_latest(registry).decode())
+    assert values[("volleyio_engineio_sessions", (("server", "eio"), ("transport", "polling")))] == 1
+    assert values[("volleyio_engineio_sessions_opened_total", (("server", "eio"),))] == 1
+    assert not any(name.startswith("volleyio_socketio") for name, _ in values)
+
+
 def test_collector_refuses_unknown_objects() -> None:
     with pytest.raises(TypeError):
         VolleyioCollector(object())
