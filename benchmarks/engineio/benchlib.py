@@ -94,7 +94,7 @@ def run_load(loadgen: Path, mode: str, port: int, path: str, conns: int, infligh
         capture_output=True, text=True, timeout=cap + 120,
     )
     if out.returncode != 0:
-        raise RuntimeError(f"loadgen {mode} failed: {out.stderr.strip()[-300:]}")
+        raise loadgen_error(mode, out.returncode, out.stderr)
     return dict(json.loads(out.stdout.strip().splitlines()[-1]))
 
 
@@ -115,7 +115,7 @@ def measure_load(loadgen: Path, server: Server, mode: str, port: int, path: str,
         line = proc.stdout.readline()
         if not line.startswith('{"connected"'):
             proc.wait(10)
-            raise RuntimeError(f"loadgen {mode} failed: {proc.stderr.read()[-300:] if proc.stderr else ''}")
+            raise loadgen_error(mode, proc.returncode, proc.stderr.read() if proc.stderr else "")
         time.sleep(0.2)  # the server finishes the last handshakes
         cpu0 = cpu_seconds(server.pid)
         proc.stdin.write("\n")
@@ -124,7 +124,7 @@ def measure_load(loadgen: Path, server: Server, mode: str, port: int, path: str,
         cpu1 = cpu_seconds(server.pid)
         if not line.startswith("{"):
             proc.wait(10)
-            raise RuntimeError(f"loadgen {mode} failed: {proc.stderr.read()[-300:] if proc.stderr else ''}")
+            raise loadgen_error(mode, proc.returncode, proc.stderr.read() if proc.stderr else "")
         proc.stdin.write("\n")
         proc.stdin.flush()
         proc.wait(30)
@@ -194,3 +194,90 @@ def versions(packages: list[str], node_packages: list[str]) -> dict[str, str]:
 def machine_line() -> str:
     return (f"Machine: {platform.machine()}, {os.cpu_count()} cores, {platform.platform()}; server pinned to core 0, "
             "C load generator to core 1.")
+
+
+# ---------------------------------------------------------------- rounds, checks, ratios
+
+
+class CheckFailed(RuntimeError):
+    """The load generator got a wrong answer (payload or ack id): the run is void."""
+
+
+def loadgen_error(mode: str, returncode: int | None, stderr: str) -> RuntimeError:
+    if returncode == 3 or "CHECK FAILED" in stderr:
+        return CheckFailed(f"loadgen {mode}: {stderr.strip()[-300:]}")
+    return RuntimeError(f"loadgen {mode} failed: {stderr.strip()[-300:]}")
+
+
+def rotated(names: list[str], round_no: int) -> list[str]:
+    """Round r starts with the r-th server, so no server always runs first (cold machine)
+    or last (warm, or loaded by whatever started meanwhile)."""
+    if not names:
+        return []
+    k = round_no % len(names)
+    return names[k:] + names[:k]
+
+
+def summarize(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Medians of the rounds' numeric fields (same names), with ``FIELD_min``/``FIELD_max``
+    and ``rounds``; a round that failed counts in ``errors``. ``complete`` is False if any
+    round was capped, ``server_alive`` False if the server died in any round."""
+    ok = [r for r in runs if "error" not in r]
+    errors = [r["error"] for r in runs if "error" in r]
+    if not ok:
+        return {"error": errors[0] if errors else "no rounds", "rounds": 0, "errors": errors}
+    out: dict[str, Any] = {"rounds": len(ok), "errors": errors}
+    for field, value in ok[0].items():
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            continue
+        values = sorted(float(r[field]) for r in ok if isinstance(r.get(field), (int, float)))
+        mid = len(values) // 2
+        out[field] = values[mid] if len(values) % 2 else (values[mid - 1] + values[mid]) / 2
+        out[f"{field}_min"] = values[0]
+        out[f"{field}_max"] = values[-1]
+    out["complete"] = all(r.get("complete", True) is not False for r in ok)
+    out["server_alive"] = all(r.get("server_alive", True) is not False for r in ok)
+    out["per_round"] = ok
+    return out
+
+
+def spread(r: dict[str, Any] | None, field: str, fmt: str, scale: float = 1.0) -> str:
+    """A table cell: the median and, over more than one round, ``min..max``."""
+    if r is None:
+        return "–"
+    if "error" in r:
+        return "error"
+    if field not in r:
+        return "–"
+    text = format(r[field] * scale, fmt)
+    if r.get("rounds", 1) > 1 and f"{field}_min" in r:
+        text += f" ({format(r[field + '_min'] * scale, fmt)}..{format(r[field + '_max'] * scale, fmt)})"
+    if r.get("complete") is False:
+        text += " (capped)"
+    if r.get("server_alive") is False:
+        text += " (server died)"
+    if r.get("errors"):
+        text += f" ({len(r['errors'])} round(s) failed)"
+    return text
+
+
+def ratio_lines(results: dict[str, dict[str, Any]], ours: str, groups: dict[str, list[str]],
+                metrics: list[tuple[str, str, str, bool]]) -> list[str]:
+    """A markdown table of ``ours / peer`` for each metric (median over median) against the
+    best server of each group (best by that metric: highest when ``higher_is_better``,
+    else lowest). ``metrics``: (scenario key, field, label, higher_is_better)."""
+    lines = ["| metric (median / median) | " + " | ".join(groups) + " |", "|---|" + "---:|" * len(groups)]
+    mine = results.get(ours, {})
+    for key, field, label, higher in metrics:
+        cells = []
+        for names in groups.values():
+            cands = [(results[n][key][field], n) for n in names
+                     if isinstance(results.get(n, {}).get(key), dict) and field in results[n][key]]
+            v = mine.get(key, {}).get(field) if isinstance(mine.get(key), dict) else None
+            if not cands or v is None:
+                cells.append("–")
+                continue
+            best, who = max(cands) if higher else min(cands)
+            cells.append(f"{v / best:.2f}× ({who})" if best else "–")
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    return lines

@@ -21,6 +21,11 @@
  *               emits "tick" to a room holding every client; the time from the trigger to the
  *               CONNS-th delivery is one broadcast. TOTAL broadcasts, one after the other.
  *
+ * Every answer is checked: an echo must carry exactly the payload sent, an ack must be
+ * `43<id>["<payload>"]` with an id that is outstanding on that connection (not a duplicate,
+ * not one never sent), a broadcast delivery must be `42["tick","<payload>"]`. The first wrong
+ * answer ends the run: "CHECK FAILED: ..." on stderr, exit status 3.
+ *
  * Prints one JSON line (with EIOLOAD_SYNC set, a {"connected": n} line first; then it waits
  * for a line on stdin before the measured phase and again before closing the connections). Every mode reports the generator's own CPU time (getrusage) so the
  * caller can tell whether the generator saturated its core. Single-threaded epoll; frames
@@ -57,6 +62,8 @@ typedef struct {
     int busy;       /* polling: a request is outstanding */
     int idle_post;  /* poll-idle: the outstanding request is the pong POST */
     long ackid;
+    long *outstanding;  /* sio-ack: ids sent and not yet acknowledged */
+    int nout, outcap;
 } conn_t;
 
 typedef struct {
@@ -95,6 +102,29 @@ static void die(const char *m) { perror(m); exit(1); }
 static void fail(const char *m, const void *data, size_t len) {
     fprintf(stderr, "%s: %.*s\n", m, (int)(len > 300 ? 300 : len), (const char *)data);
     exit(1);
+}
+
+/* A wrong answer from the server: the run is void. */
+static void check_failed(const char *what, const void *data, size_t len) {
+    fprintf(stderr, "CHECK FAILED: %s: %.*s\n", what, (int)(len > 300 ? 300 : len), (const char *)data);
+    exit(3);
+}
+
+static int is_payload(const char *d, size_t n) { return n == msg_size && memcmp(d, payload, msg_size) == 0; }
+
+/* `43<id>["<payload>"]` (d, n: the Engine.IO message payload, starting at "43"). */
+static void check_ack(conn_t *c, const char *d, size_t n) {
+    size_t i = 2;
+    long id = 0;
+    if (i >= n || d[i] < '0' || d[i] > '9') check_failed("ack without an id", d, n);
+    while (i < n && d[i] >= '0' && d[i] <= '9' && i < 20) id = id * 10 + (d[i++] - '0');
+    int k;
+    for (k = 0; k < c->nout && c->outstanding[k] != id; k++) {}
+    if (k == c->nout) check_failed("ack id not outstanding on this connection (duplicate or never sent)", d, n);
+    c->outstanding[k] = c->outstanding[--c->nout];
+    if (n - i != msg_size + 4 || memcmp(d + i, "[\"", 2) != 0 || !is_payload(d + i + 2, msg_size)
+        || memcmp(d + n - 2, "\"]", 2) != 0)
+        check_failed("ack arguments differ from the event's", d, n);
 }
 
 static int tcp_connect(void) {
@@ -321,7 +351,10 @@ static void poll_process(conn_t *c) {
                 char *sep = memchr(body + i, 0x1e, blen - i);
                 size_t end = sep ? (size_t)(sep - body) : blen;
                 char t = body[i];
-                if (t == '4') msgs++;
+                if (t == '4') {
+                    if (!is_payload(body + i + 1, end - i - 1)) check_failed("polling echo differs from the message sent", body + i, end - i);
+                    msgs++;
+                }
                 else if (t == '2') s->pongs++;
                 else if (t == '1') fail("server closed the session", body + i, end - i);
                 i = end + 1;
@@ -443,6 +476,11 @@ static void send_sio_event(conn_t *c) {
     static size_t tcap;
     if (tcap < msg_size + 3) { tcap = msg_size + 3; tail = realloc(tail, tcap); memcpy(tail, payload, msg_size); memcpy(tail + msg_size, "\"]", 2); }
     queue_text2(c, head, n, tail, msg_size + 2);
+    if (c->nout == c->outcap) {
+        c->outcap = c->outcap ? 2 * c->outcap : 16;
+        c->outstanding = realloc(c->outstanding, (size_t)c->outcap * sizeof *c->outstanding);
+    }
+    c->outstanding[c->nout++] = c->ackid - 1;
     sent_total++;
 }
 
@@ -484,9 +522,18 @@ static void ws_process(conn_t *c) {
         if (d[0] == '2') { queue_text(c, "3"); pings_answered++; continue; }
         if (d[0] == '1') fail("server closed the session", d, n);
         if (d[0] != '4') continue;
-        if (mode == M_WS_ECHO) done++;
-        else if (mode == M_SIO_ACK && n > 1 && d[1] == '3') done++;
-        else if (mode == M_SIO_BCAST && n > 1 && d[1] == '2') bcast_got++;
+        if (mode == M_WS_ECHO) {
+            if (!is_payload((const char *)d + 1, n - 1)) check_failed("WebSocket echo differs from the message sent", d, n);
+            done++;
+        } else if (mode == M_SIO_ACK && n > 1 && d[1] == '3') {
+            check_ack(c, (const char *)d, n);
+            done++;
+        } else if (mode == M_SIO_BCAST && n > 1 && d[1] == '2') {
+            if (n != msg_size + 13 || memcmp(d, "42[\"tick\",\"", 11) != 0 || !is_payload((const char *)d + 11, msg_size)
+                || memcmp(d + n - 2, "\"]", 2) != 0)
+                check_failed("broadcast delivery is not 42[\"tick\",\"<payload>\"]", d, n);
+            bcast_got++;
+        }
     }
     if (p) consume_front(c, p);
     if (mode == M_WS_ECHO || mode == M_SIO_ACK) {

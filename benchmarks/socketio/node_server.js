@@ -4,6 +4,14 @@
 // "bcast" emits "tick" with its argument to room "bench". Defaults otherwise
 // (pingInterval 25 s, pingTimeout 20 s, perMessageDeflate off, both transports).
 "use strict";
+// ws loads bufferutil / utf-8-validate by itself when installed, unless WS_NO_BUFFER_UTIL /
+// WS_NO_UTF_8_VALIDATE are set (benchmarks' "-purejs" rows). Fail loudly when the fast
+// configuration was asked for and the add-on cannot load, so a row's label cannot lie.
+if (!process.env.WS_NO_BUFFER_UTIL) {
+  try { require("bufferutil"); } catch (e) {
+    process.stderr.write("bufferutil not loadable: " + e.message + "\n"); process.exit(1);
+  }
+}
 const http = require("http");
 const { Server } = require("socket.io");
 

@@ -2,6 +2,17 @@
 
     python benchmarks/socketio/run.py [--quick] [--servers a,b] [--scenarios ack,bcast]
                                       [--clients 100] [--inflight 1,10] [--bcast-clients 1000] [--json out.json]
+                                      [--rounds 3]
+
+Every server runs --rounds times (default 3), the servers' order rotated each round; the
+tables show the median of the rounds and (min..max). Servers: volleyio; python-socketio with
+its default ``async_handlers=True`` and ``-sync`` (``async_handlers=False``, its recommended
+fast configuration); Node socket.io with ws's native add-ons (bufferutil, utf-8-validate:
+installed in tests/js, loaded automatically; node_server.js fails if they cannot load) and
+``-purejs`` (WS_NO_BUFFER_UTIL=1, WS_NO_UTF_8_VALIDATE=1); and ``floor``, our floor (not a
+Socket.IO server, ack scenario only). Ratios: volleyio over the best Node row, the best
+Python row and the floor. The load generator checks every answer (ack ids and payloads):
+a wrong answer voids the run (exit status 1, "RUN VOID" on stderr).
 
 Same handlers in every server (``servers.py``, ``node_server.js``): clients join room "bench"
 on connect, "echo" acks its arguments, "bcast" emits "tick" to the room. Each server runs in a
@@ -37,7 +48,20 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "engineio"))
 import benchlib  # noqa: E402
 
-SERVERS = ["volleyio", "python-socketio", "node-socket.io"]
+SERVERS = ["volleyio", "python-socketio", "python-socketio-sync", "node-socket.io", "node-socket.io-purejs", "floor"]
+# What each server row is (the table prints it); "-sync"/"-purejs" rows are the peers' other
+# configurations, "floor" is ours: not a Socket.IO server.
+CONFIGS = {
+    "volleyio": "SocketIOServer, async def handlers",
+    "python-socketio": "aiohttp, async_handlers=True (default)",
+    "python-socketio-sync": "aiohttp, async_handlers=False (recommended fast)",
+    "node-socket.io": "ws with bufferutil + utf-8-validate installed (loaded automatically)",
+    "node-socket.io-purejs": "ws without native add-ons (WS_NO_BUFFER_UTIL=1, WS_NO_UTF_8_VALIDATE=1)",
+    "floor": "FLOOR: callback WebSocket + json, no Engine.IO/Socket.IO work",
+}
+PYTHON_PEERS = ["python-socketio", "python-socketio-sync"]
+NODE_PEERS = ["node-socket.io", "node-socket.io-purejs"]
+FLOORS = ["floor"]
 PACKAGES = ["trio", "h11", "aiohttp", "python-engineio", "python-socketio"]
 NODE_PACKAGES = ["socket.io", "engine.io", "ws"]
 PATH = "/socket.io/"
@@ -55,6 +79,8 @@ def main() -> None:
     parser.add_argument("--bcast-clients", type=int, default=1000)
     parser.add_argument("--json", type=Path)
     parser.add_argument("--port", type=int, default=19100)
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="rounds over all servers, order rotated each round; tables show medians (min..max)")
     args = parser.parse_args()
     servers = [s for s in args.servers.split(",") if s]
     scenarios = [s for s in args.scenarios.split(",") if s]
@@ -63,19 +89,19 @@ def main() -> None:
     cap = 10.0 if args.quick else 40.0
     ack_total = int(200_000 * scale)
     bcast_total = int(300 * scale)
-    results: dict[str, dict[str, Any]] = {}
+    rounds: dict[str, dict[str, list[dict[str, Any]]]] = {name: {} for name in servers}
+    check_failures: list[str] = []
     load_before = benchlib.loadavg()
     started = time.time()
     port = args.port
     with tempfile.TemporaryDirectory() as tmp:
         loadgen = benchlib.build_loadgen(Path(tmp))
-        for name in servers:
+        for round_no, name in ((r, n) for r in range(args.rounds) for n in benchlib.rotated(servers, r)):
             res: dict[str, Any] = {}
-            results[name] = res
             runs: list[tuple[str, int]] = []
             if "ack" in scenarios:
                 runs += [(f"ack-{n}", n) for n in inflights]
-            if "bcast" in scenarios:
+            if "bcast" in scenarios and name not in FLOORS:  # the floor has no rooms
                 runs.append(("bcast", 0))
             for key, inflight in runs:
                 port += 1
@@ -96,34 +122,34 @@ def main() -> None:
                         r["cpu_per_100k"] = round(r["server_cpu"] * 100_000 / max(r["messages"], 1), 3)
                     r["server_alive"] = server.alive()
                     res[key] = r
+                except benchlib.CheckFailed as exc:
+                    res[key] = {"error": f"wrong answer: {exc}"}
+                    check_failures.append(f"{name} {key}: {exc}")
                 except Exception as exc:  # noqa: BLE001
                     res[key] = {"error": str(exc)}
                 finally:
                     server.stop()
-                print(f"{name} {key}: {json.dumps(res[key])}", file=sys.stderr, flush=True)
+                print(f"round {round_no + 1} {name} {key}: {json.dumps(res[key])}", file=sys.stderr, flush=True)
+                rounds[name].setdefault(key, []).append(res[key])
+    results = {name: {key: benchlib.summarize(runs) for key, runs in by_key.items()}
+               for name, by_key in rounds.items()}
     info = benchlib.versions(PACKAGES, NODE_PACKAGES)
     meta = {"load_before": load_before, "load_after": benchlib.loadavg(), "seconds": round(time.time() - started, 1),
             "quick": args.quick, "clients": args.clients, "inflight": inflights, "size": args.size,
-            "bcast_clients": args.bcast_clients, "broadcasts": bcast_total,
+            "bcast_clients": args.bcast_clients, "broadcasts": bcast_total, "rounds": args.rounds,
             "started_utc": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(started))}
     print(json.dumps({"meta": meta, "versions": info, "results": results}))
     print()
     print(render(results, info, meta))
     if args.json:
         args.json.write_text(json.dumps({"meta": meta, "versions": info, "results": results}, indent=2))
+    if check_failures:
+        sys.exit("RUN VOID, the load generator got wrong answers:\n" + "\n".join(check_failures))
 
 
 def render(results: dict[str, dict[str, Any]], info: dict[str, str], meta: dict[str, Any]) -> str:
     def get(res: dict[str, Any], key: str, field: str, fmt: str) -> str:
-        r = res.get(key)
-        if r is None:
-            return "–"
-        if "error" in r:
-            return "error"
-        value = format(r[field], fmt)
-        if r.get("complete") is False:
-            value += " (capped)"
-        return value
+        return benchlib.spread(res.get(key), field, fmt)
 
     def gen(res: dict[str, Any], keys: list[str]) -> str:
         utils = [res[k]["gen_util"] for k in keys if k in res and "gen_util" in res[k]]
@@ -154,6 +180,17 @@ def render(results: dict[str, dict[str, Any]], info: dict[str, str], meta: dict[
             f"| {get(res, 'bcast', 'p99_ms', '.2f')} | {get(res, 'bcast', 'cpu_ms_per_bcast', '.2f')} "
             f"| {get(res, 'bcast', 'deliveries_per_s', ',.0f')} | {gen(res, ['bcast'])} |"
         )
+    lines += ["", f"Medians of {meta['rounds']} round(s), (min..max) over the rounds; server order rotated each round.",
+              "", "| server | configuration |", "|---|---|"]
+    lines += [f"| {name} | {CONFIGS.get(name, '')} |" for name in results]
+    lines += ["", "volleyio / peer, medians (speed > 1 is faster; CPU and time < 1 is less):", ""]
+    metrics = []
+    for key in ack_keys:
+        metrics += [(key, "msgs_per_s", f"{key} acks/s", True), (key, "cpu_per_100k", f"{key} CPU per ack", False)]
+    metrics += [("bcast", "mean_ms", "broadcast emit→last delivery", False),
+                ("bcast", "cpu_ms_per_bcast", "broadcast CPU", False)]
+    lines += benchlib.ratio_lines(results, "volleyio", {"best Node": NODE_PEERS, "best Python peer": PYTHON_PEERS,
+                                                        "floor": FLOORS}, metrics)
     lines.append("")
     v = results.get("volleyio", {})
     for peer in ("python-socketio", "node-socket.io"):

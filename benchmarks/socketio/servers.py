@@ -54,11 +54,13 @@ def run_volleyio(port: int) -> None:
     trio.run(main)
 
 
-def run_python_socketio(port: int) -> None:
+def run_python_socketio(port: int, async_handlers: bool = True) -> None:
     import socketio  # type: ignore[import-untyped]
     from aiohttp import web
 
-    sio = socketio.AsyncServer(async_mode="aiohttp")
+    # async_handlers=False: python-socketio's recommended fast configuration (events are
+    # handled in the reading task instead of a task each); the default is True.
+    sio = socketio.AsyncServer(async_mode="aiohttp", async_handlers=async_handlers)
 
     @sio.event  # type: ignore[untyped-decorator]
     async def connect(sid: str, environ: Any, auth: Any) -> None:
@@ -126,8 +128,14 @@ def run_floor(port: int) -> None:
     trio.run(main)
 
 
-def run_node(port: int) -> None:
+def run_node(port: int, pure_js: bool = False) -> None:
+    """``pure_js``: ws skips its native add-ons (bufferutil, utf-8-validate), which it
+    otherwise loads by itself when installed (node_server.js checks they load)."""
     env = dict(os.environ, NODE_PATH=str(ROOT / "tests" / "js" / "node_modules"))
+    env.pop("WS_NO_BUFFER_UTIL", None)
+    env.pop("WS_NO_UTF_8_VALIDATE", None)
+    if pure_js:
+        env.update(WS_NO_BUFFER_UTIL="1", WS_NO_UTF_8_VALIDATE="1")
     # exec: the benchmark measures this PID, so it must be node itself.
     os.execvpe("node", ["node", str(HERE / "node_server.js"), str(port)], env)
 
@@ -137,6 +145,9 @@ SERVERS = {
     "python-socketio": run_python_socketio,
     "node-socket.io": run_node,
     "floor": run_floor,
+    # Peers' other configurations (see run.py's CONFIGS for the labels).
+    "python-socketio-sync": lambda port: run_python_socketio(port, async_handlers=False),
+    "node-socket.io-purejs": lambda port: run_node(port, pure_js=True),
 }
 
 if __name__ == "__main__":
