@@ -55,7 +55,9 @@ CONFIGS = {
     "volleyio": "SocketIOServer, async def handlers",
     "python-socketio": "aiohttp, async_handlers=True (default)",
     "python-socketio-sync": "aiohttp, async_handlers=False (recommended fast)",
-    "node-socket.io": "ws with bufferutil + utf-8-validate installed (loaded automatically)",
+    # ws 8 on Node >= 18.14 validates UTF-8 with buffer.isUtf8 and never loads utf-8-validate;
+    # bufferutil masks frames of 48 B and up (the 32 B messages here stay in JS either way).
+    "node-socket.io": "ws with bufferutil + utf-8-validate installed (bufferutil loaded; ws uses Node's isUtf8)",
     "node-socket.io-purejs": "ws without native add-ons (WS_NO_BUFFER_UTIL=1, WS_NO_UTF_8_VALIDATE=1)",
     "floor": "FLOOR: callback WebSocket + json, no Engine.IO/Socket.IO work",
 }
