@@ -126,3 +126,26 @@ async def test_engineio_echo_checked(loadgen: Path) -> None:
     assert good.returncode == 0, good.stderr
     bad = await run_loadgen(loadgen, EngineIOEcho(True), "/engine.io/", "ws-echo", 3, 2, 300)
     assert bad.returncode == 3 and b"CHECK FAILED: WebSocket echo differs" in bad.stderr, bad.stderr
+
+
+def test_rounds_rotate_and_summarize_to_medians() -> None:
+    import sys
+
+    sys.path.insert(0, str(ROOT / "benchmarks" / "engineio"))
+    import benchlib
+
+    names = ["a", "b", "c"]
+    assert [benchlib.rotated(names, r)[0] for r in range(4)] == ["a", "b", "c", "a"]
+    assert all(sorted(benchlib.rotated(names, r)) == names for r in range(3))
+    runs = [{"msgs_per_s": 30.0, "complete": True}, {"msgs_per_s": 10.0, "complete": True},
+            {"msgs_per_s": 20.0, "complete": False}, {"error": "boom"}]
+    s = benchlib.summarize(runs)
+    assert (s["msgs_per_s"], s["msgs_per_s_min"], s["msgs_per_s_max"], s["rounds"]) == (20.0, 10.0, 30.0, 3)
+    assert s["complete"] is False and s["errors"] == ["boom"]
+    assert benchlib.spread(s, "msgs_per_s", ".0f") == "20 (10..30) (capped) (1 round(s) failed)"
+    assert benchlib.summarize([{"error": "x"}])["error"] == "x"
+    results = {"ours": {"k": {"v": 10.0}}, "p1": {"k": {"v": 5.0}}, "p2": {"k": {"v": 20.0}}}
+    table = benchlib.ratio_lines(results, "ours", {"peers": ["p1", "p2"]}, [("k", "v", "speed", True)])
+    assert table[-1] == "| speed | 0.50× (p2) |"
+    assert isinstance(benchlib.loadgen_error("m", 3, "CHECK FAILED: x"), benchlib.CheckFailed)
+    assert not isinstance(benchlib.loadgen_error("m", 1, "connect: refused"), benchlib.CheckFailed)

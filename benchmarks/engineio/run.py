@@ -195,7 +195,7 @@ def render(results: dict[str, dict[str, Any]], info: dict[str, str], meta: dict[
         r = v.get(scenario, {})
         if "per_session" in r:
             kib = r["per_session"] / 1024
-            lines.append(f"Target ≤ {TARGET_KIB:g} KiB per idle session ({scenario}, {r['sessions']:,} sessions): "
+            lines.append(f"Target ≤ {TARGET_KIB:g} KiB per idle session ({scenario}, {int(r['sessions']):,} sessions): "
                          f"{kib:.1f} KiB → {'met' if kib <= TARGET_KIB else 'NOT met'}")
     utils = [r["gen_util"] for res in results.values() for r in res.values()
              if isinstance(r, dict) and "gen_util" in r]
