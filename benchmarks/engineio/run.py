@@ -118,7 +118,8 @@ def main() -> None:
                     else:
                         # Load the code paths of both transports before the baseline.
                         benchlib.run_load(loadgen, "ws-echo", port, PATH, 2, 1, 32, 200, cap)
-                        benchlib.run_load(loadgen, "poll-echo", port, PATH, 2, 1, 32, 200, cap)
+                        if name not in FLOORS:  # the floor serves WebSocket only
+                            benchlib.run_load(loadgen, "poll-echo", port, PATH, 2, 1, 32, 200, cap)
                         mode = "ws-idle" if scenario == "idle-ws" else "poll-idle"
                         res[scenario] = benchlib.measure_idle(loadgen, server, mode, port, PATH, idle_n, cap + 30)
                 except benchlib.CheckFailed as exc:
