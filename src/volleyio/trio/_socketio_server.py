@@ -113,6 +113,7 @@ import trio
 from .. import engineio as _eio
 from ..socketio import server as _core
 from ..socketio.adapter import Adapter
+from ..socketio.client_files import ClientFiles
 from ..socketio.server import (
     INVALID_NAMESPACE,
     ConnectionRefusedError,
@@ -653,7 +654,9 @@ class SocketIOServer:
     ``max_buffered_bytes`` (outgoing buffer per connection, "slow consumer" above),
     ``max_queue`` (queued events per connection before the reader stops reading),
     ``adapter`` (rooms/broadcast; in-memory by default), ``engineio_config`` (a full
-    ``engineio.ServerConfig`` overriding the Engine.IO options above).
+    ``engineio.ServerConfig`` overriding the Engine.IO options above), ``serve_client``
+    (serve the browser client at ``<path>socket.io.js`` etc., on by default; the
+    attribute of the same name switches it later).
     """
 
     def __init__(
@@ -675,6 +678,7 @@ class SocketIOServer:
         max_queue: int = 16,
         adapter: Adapter | None = None,
         engineio_config: _eio.ServerConfig | None = None,
+        serve_client: bool = True,
     ) -> None:
         if not path.startswith("/"):
             raise ValueError("path must start with '/'")
@@ -716,6 +720,8 @@ class SocketIOServer:
         )
         #: The HttpMount to put next to other routes: ``serve(..., mounts={sio.path: sio.app})``.
         self.app = SocketIOApp(self)
+        self._client_files = ClientFiles(self.path)
+        self.serve_client = serve_client
         self._namespaces: dict[str, Namespace] = {"/": Namespace(self, "/")}
         self._parents: list[Namespace] = []
         self._connections: dict[str, _Connection] = {}
@@ -723,6 +729,16 @@ class SocketIOServer:
         self._nursery: trio.Nursery | None = None
         self._timer_changed = trio.Event()
         self._timer_at = math.inf
+
+    @property
+    def serve_client(self) -> bool:
+        """Whether ``<path>socket.io.js`` (and ``.min.js``, ``.esm.min.js``, their ``.map``)
+        are served from the package (see :mod:`volleyio.socketio.client_files`)."""
+        return self.engineio.core.request_hook is not None
+
+    @serve_client.setter
+    def serve_client(self, value: bool) -> None:
+        self.engineio.core.request_hook = self._client_files.respond if value else None
 
     # ------------------------------------------------------------------ registration
 
