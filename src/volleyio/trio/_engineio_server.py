@@ -66,7 +66,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from http import HTTPStatus
 from types import MappingProxyType
-from typing import Any, Union
+from typing import Any, TypeVar, Union
 from urllib.parse import parse_qsl
 
 import h11
@@ -124,6 +124,7 @@ _SHUTDOWN_WRITE_TIMEOUT = 2.0
 Message = Union[str, bytes, PreparedPacket]
 Handler = Callable[["EngineIOSession"], Awaitable[Any]]
 EventCallback = Callable[[Event], None]
+_T = TypeVar("_T")
 
 _TOO_LARGE = "too large"
 #: receive() yields to the scheduler every this many messages taken without waiting.
@@ -611,6 +612,22 @@ class EngineIOApp:
         stats = dict(self.core.statistics())
         stats["websocket_connections"] = len(self.websockets)
         return stats
+
+    def drive(self, call: Callable[..., _T], *args: Any, handshake: EngineIORequest | None = None) -> _T:
+        """Call into the core as this driver does, for I/O layers other than its own
+        (``volleyio.asgi``): the wakers know the driver is at work, and the resulting
+        events are delivered (and WebSocket packets flushed) right after. ``handshake``
+        is the request record a session opened by this call gets."""
+        self._handshake_request = handshake
+        self._driving += 1
+        try:
+            return call(*args)
+        finally:
+            self._driving -= 1
+            try:
+                self._pump_events()
+            finally:
+                self._handshake_request = None
 
     # ------------------------------------------------------------------ HttpMount: background
 
