@@ -20,7 +20,7 @@ from test_socketio_interop import Record, build_server  # noqa: E402
 from volleyio.asgi import ASGIApp, ASGIWebSocket  # noqa: E402
 
 PAGE = b"""<!doctype html>
-<html><head><meta charset="utf-8"><title>volleyio ASGI page</title>
+<html><head><meta charset="utf-8"><title>volleyio ASGI page</title><link rel="icon" href="data:,">
 <script src="/socket.io/socket.io.js"></script></head>
 <body><h1>Page served by FRAMEWORK</h1><p id="status">connecting...</p>
 <script>
