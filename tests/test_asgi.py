@@ -455,3 +455,45 @@ async def test_lifespan_protocol_forwarding() -> None:
         if expected[0] == "lifespan.startup.failed":
             assert replies[0]["message"] == "db down"
         assert not app.running
+
+
+async def test_upgrade_timeout_keeps_polling(hypercorn: None) -> None:
+    """A WebSocket probe that never sends ``2probe`` is closed after the upgrade timeout;
+    the long-polling session goes on (as under sio.serve)."""
+    sio = SocketIOServer(upgrade_timeout=0.3)
+    app = ASGIApp(sio)
+    stop = trio.Event()
+    async with trio.open_nursery() as nursery:
+        url = await serve_in_process(app, nursery, stop)
+        base = url + "/socket.io/?EIO=4&transport=polling"
+        try:
+            status, _, body = await http(base)
+            sid = json.loads(body[1:])["sid"]
+            script = r"""
+import asyncio, json, sys, time
+from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed
+async def main():
+    started = time.monotonic()
+    async with connect(sys.argv[1], max_size=None) as ws:
+        try:
+            await asyncio.wait_for(ws.recv(), 10)
+            out = {"unexpected": True}
+        except ConnectionClosed as exc:
+            out = {"close": exc.rcvd.code if exc.rcvd else None, "after": time.monotonic() - started}
+    print(json.dumps(out))
+asyncio.run(main())
+"""
+            ws_url = url.replace("http://", "ws://") + f"/socket.io/?EIO=4&transport=websocket&sid={sid}"
+            with trio.fail_after(60):
+                result = await trio.run_process([sys.executable, "-c", script, ws_url], capture_stdout=True,
+                                                capture_stderr=True, check=False)
+            assert result.returncode == 0, result.stderr.decode()[-2000:]
+            out = json.loads(result.stdout)
+            assert out["close"] == 1000 and 0.2 < out["after"] < 5
+            status, _, body = await http(f"{base}&sid={sid}", "-d", "40")
+            assert (status, body) == (200, b"ok")
+            status, _, body = await http(f"{base}&sid={sid}")
+            assert status == 200 and body.startswith(b"40{")
+        finally:
+            stop.set()
