@@ -497,3 +497,46 @@ asyncio.run(main())
             assert status == 200 and body.startswith(b"40{")
         finally:
             stop.set()
+
+
+@pytest.mark.parametrize("mode", ["polling", "websocket", "upgrade"])
+async def test_engineio_endpoint_with_engineio_client(hypercorn: None, node: str, mode: str) -> None:
+    """A plain EngineIOApp mounted with ``engineio={path: app}``: the scripted exchange of
+    tests/test_engineio_interop.py (text, binary, 512 KiB both ways, 200 ordered messages
+    both ways, heartbeats) with the official engine.io-client."""
+    from test_engineio_interop import (
+        ALL_STEPS,
+        FINAL_TRANSPORT,
+        PINGS,
+        ScriptedHandler,
+        client_command,
+        expected_client_received,
+        expected_server_received,
+        make_config,
+        run_client,
+        server_config,
+    )
+    from volleyio.trio import EngineIOApp
+
+    handler = ScriptedHandler()
+    app = ASGIApp(engineio={"/engine.io/": EngineIOApp(handler, config=server_config())})
+    stop = trio.Event()
+    async with trio.open_nursery() as nursery:
+        url = await serve_in_process(app, nursery, stop)
+        try:
+            port = int(url.rsplit(":", 1)[1])
+            command, cwd = client_command("node", node, make_config(port, mode, ALL_STEPS, "client"))
+            with trio.fail_after(90):
+                out = await run_client(command, cwd)
+                await handler.finished.wait()
+        finally:
+            stop.set()
+    assert out["error"] is None and out["returncode"] == 0, out
+    if mode == "upgrade":
+        assert out["upgrade"]["ok"] is True, out["upgrade"]
+    assert out["transport"] == FINAL_TRANSPORT[mode]
+    assert out["received"] == expected_client_received(ALL_STEPS)
+    assert out["pings"] >= PINGS
+    seen = handler.sessions[0]
+    assert seen.received == expected_server_received(ALL_STEPS, "client")
+    assert seen.transport == FINAL_TRANSPORT[mode]

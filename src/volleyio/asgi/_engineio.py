@@ -264,23 +264,41 @@ class _Link:
     def __init__(self, endpoint: EngineIOEndpoint, channel: WebSocketChannel) -> None:
         self.endpoint = endpoint
         self.channel = channel
-        self.event = trio.Event()
         self.scope: trio.CancelScope | None = None
         self.finished = False
+        # The writer parked for more packets (woken directly: no Event per packet), or
+        # "more came while it was busy".
+        self._task: Any = None
+        self._pending = False
 
     def wake(self) -> None:
-        self.event.set()
+        task = self._task
+        if task is not None:
+            self._task = None
+            trio.lowlevel.reschedule(task)
+        else:
+            self._pending = True
         scope = self.scope
         if scope is not None and scope.deadline == math.inf and self.endpoint.app.core.session(self.channel.sid) is None:
             # The session ended (slow consumer, forced close...) and a send may be stuck
             # on a peer that does not read: the goodbye gets close_timeout, no more.
             scope.deadline = trio.current_time() + self.endpoint.close_timeout
 
+    async def _park(self) -> None:
+        self._task = trio.lowlevel.current_task()
+
+        def abort(_: Any) -> trio.lowlevel.Abort:
+            self._task = None
+            return trio.lowlevel.Abort.SUCCEEDED
+
+        await trio.lowlevel.wait_task_rescheduled(abort)
+
     async def write(self, send: Send) -> None:
         app = self.endpoint.app
         channel = self.channel
         try:
             while True:
+                self._pending = False
                 frames, closing = channel.take_outgoing()
                 app._pump_events()  # a close completed by take_outgoing
                 for frame in frames:
@@ -300,9 +318,8 @@ class _Link:
                         # The reader waits for the peer's close answer, boundedly.
                         self.scope.deadline = min(self.scope.deadline, trio.current_time() + self.endpoint.close_timeout)
                     return
-                if not frames:
-                    await self.event.wait()
-                    self.event = trio.Event()
+                if not frames and not self._pending:
+                    await self._park()
         except Exception:  # noqa: BLE001 - the ASGI server's send failed: the peer is gone
             self.finished = True
             if self.scope is not None:
