@@ -443,6 +443,7 @@ async def test_lifespan_protocol_forwarding() -> None:
         replies: list[dict[str, Any]] = []
 
         async def send(message: dict[str, Any]) -> None:
+            await trio.lowlevel.checkpoint()  # as a server's channel send: a cancellation point
             replies.append(message)
             if message["type"] == "lifespan.startup.complete":
                 assert app.running

@@ -135,35 +135,38 @@ class ASGIApp:
         if message["type"] != "lifespan.startup":  # pragma: no cover - the protocol starts so
             return
         inner = _InnerLifespan(self.other_asgi_app, scope) if self.other_asgi_app is not None else None
-        failure: str | None = None
+        startup_failure: str | None = None
+        shutdown_failure: str | None = None
         async with trio.open_nursery() as nursery:
             try:
                 await nursery.start(self._start)
             except Exception as exc:  # noqa: BLE001 - reported to the ASGI server
                 logger.exception("volleyio startup failed")
-                await send({"type": "lifespan.startup.failed", "message": f"volleyio: {exc!r}"})
-                return
-            if inner is not None:
+                startup_failure = f"volleyio: {exc!r}"
+            if startup_failure is None and inner is not None:
                 nursery.start_soon(inner.run)
                 reply = await inner.exchange("lifespan.startup")
                 if reply is not None and reply["type"] == "lifespan.startup.failed":
-                    nursery.cancel_scope.cancel()
-                    await send({"type": "lifespan.startup.failed", "message": reply.get("message", "")})
-                    return
-            self._running = True
-            await send({"type": "lifespan.startup.complete"})
-            while True:
-                message = await receive()
-                if message["type"] == "lifespan.shutdown":
-                    break
-            self._running = False
-            if inner is not None:
-                reply = await inner.exchange("lifespan.shutdown")
-                if reply is not None and reply["type"] == "lifespan.shutdown.failed":
-                    failure = str(reply.get("message", ""))
+                    startup_failure = str(reply.get("message", ""))
+            if startup_failure is None:
+                self._running = True
+                await send({"type": "lifespan.startup.complete"})
+                while True:
+                    message = await receive()
+                    if message["type"] == "lifespan.shutdown":
+                        break
+                self._running = False
+                if inner is not None:
+                    reply = await inner.exchange("lifespan.shutdown")
+                    if reply is not None and reply["type"] == "lifespan.shutdown.failed":
+                        shutdown_failure = str(reply.get("message", ""))
+            # Stops volleyio's tasks (sessions end "forced close") and the wrapped app's
+            # lifespan task; the answers below are sent outside the cancelled scope.
             nursery.cancel_scope.cancel()
-        if failure is not None:
-            await send({"type": "lifespan.shutdown.failed", "message": failure})
+        if startup_failure is not None:
+            await send({"type": "lifespan.startup.failed", "message": startup_failure})
+        elif shutdown_failure is not None:
+            await send({"type": "lifespan.shutdown.failed", "message": shutdown_failure})
         else:
             await send({"type": "lifespan.shutdown.complete"})
 
