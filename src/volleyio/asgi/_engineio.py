@@ -318,7 +318,9 @@ class _Link:
                         # The reader waits for the peer's close answer, boundedly.
                         self.scope.deadline = min(self.scope.deadline, trio.current_time() + self.endpoint.close_timeout)
                     return
-                if not frames and not self._pending:
+                if not self._pending:
+                    # Anything queued while we were sending set _pending (we were not
+                    # parked): no second look at an empty buffer.
                     await self._park()
         except Exception:  # noqa: BLE001 - the ASGI server's send failed: the peer is gone
             self.finished = True
