@@ -56,8 +56,12 @@ def test_shipped_copy_is_the_pinned_release() -> None:
 
 def test_package_data_lists_the_files() -> None:
     """pyproject's package-data ships client_dist/* (wheel and sdist get the files)."""
-    pyproject = (Path(__file__).parent.parent / "pyproject.toml").read_text()
-    assert '"socketio/client_dist/*"' in pyproject
+    root = Path(__file__).parent.parent
+    if not (root / "pyproject.toml").is_file() or not SHIPPED.is_dir():
+        pytest.skip("runs from a source checkout")
+    assert '"socketio/client_dist/*"' in (root / "pyproject.toml").read_text()
+    if (root / "MANIFEST.in").is_file():
+        assert "graft src/volleyio/socketio/client_dist" in (root / "MANIFEST.in").read_text()
     assert {p.name for p in SHIPPED.iterdir()} >= {*ALL_FILES, "LICENSE", "VERSION", "__init__.py"}
 
 
