@@ -149,10 +149,10 @@ async def test_framework_routes_and_client_files(served: Served) -> None:
 
 
 async def test_hypercorn_trio_worker_subprocess(hypercorn: None, node: str) -> None:
-    """``hypercorn --worker-class trio`` itself (the CLI) serving asgi_apps:starlette_app."""
+    """``hypercorn --worker-class trio`` itself (the CLI) serving ``asgi_apps:starlette_app()``."""
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(PEERS_DIR.parent), str(PEERS_DIR)])}
     argv = [sys.executable, "-m", "hypercorn", "--worker-class", "trio", "--bind", "127.0.0.1:0",
-            "--graceful-timeout", "2", "asgi_apps:starlette_app"]
+            "--graceful-timeout", "2", "asgi_apps:starlette_app()"]
     process = await trio.lowlevel.open_process(argv, cwd=str(PEERS_DIR), env=env, stderr=-1, stdout=-1)
     try:
         assert process.stderr is not None

@@ -20,7 +20,7 @@ import trio
 
 import volleyio.trio as vt
 from _trio_support import JS_DIR, chromium_path, node_path, playwright_available, require_peer
-from test_asgi import http, serve_in_process
+from test_asgi import http, hypercorn_available, serve_in_process
 from test_socketio_interop import PEERS_DIR, Record
 from volleyio.engineio import HttpRequest
 from volleyio.socketio.client_files import CLIENT_FILE_NAMES, ClientFiles, client_version, read_client_file
@@ -42,6 +42,7 @@ def get(path: str, **headers: str) -> HttpRequest:
 # ---------------------------------------------------------------------------- the shipped copy
 
 
+@pytest.mark.interop
 def test_shipped_copy_is_the_pinned_release() -> None:
     require_peer(DIST.is_dir(), "socket.io-client in tests/js/node_modules (npm ci in tests/js)")
     lock = json.loads((JS_DIR / "package-lock.json").read_text())
@@ -144,6 +145,7 @@ async def check_served(base: str) -> None:
     assert status == 200 and body.startswith(b'0{"sid":')
 
 
+@pytest.mark.interop
 async def test_served_by_sio_serve() -> None:
     sio = vt.SocketIOServer()
     async with trio.open_nursery() as nursery:
@@ -157,9 +159,9 @@ async def test_served_by_sio_serve() -> None:
     assert vt.SocketIOServer(serve_client=False).serve_client is False
 
 
+@pytest.mark.interop
 async def test_served_by_the_asgi_mount() -> None:
-    pytest.importorskip("hypercorn")
-    pytest.importorskip("starlette")
+    require_peer(hypercorn_available(), "hypercorn, starlette and quart-trio (the interop extra)")
     app = make_starlette(Record(), [])
     stop = trio.Event()
     async with trio.open_nursery() as nursery:
@@ -210,6 +212,7 @@ def check_page(out: dict[str, Any], framework: str) -> None:
     assert script["encoding"] == "gzip"  # Chromium accepts gzip
 
 
+@pytest.mark.interop
 async def test_browser_page_on_sio_serve(browser_env: dict[str, str], tmp_path: Path) -> None:
     sio = vt.SocketIOServer()
 
@@ -230,9 +233,9 @@ async def test_browser_page_on_sio_serve(browser_env: dict[str, str], tmp_path: 
     check_page(out, "volleyio sio.serve")
 
 
+@pytest.mark.interop
 async def test_browser_page_on_the_asgi_mount(browser_env: dict[str, str], tmp_path: Path) -> None:
-    pytest.importorskip("hypercorn")
-    pytest.importorskip("starlette")
+    require_peer(hypercorn_available(), "hypercorn, starlette and quart-trio (the interop extra)")
     record = Record()
     app = make_starlette(record, [])
     stop = trio.Event()

@@ -3,7 +3,7 @@ with its own routes and volleyio mounted in front (``volleyio.asgi.ASGIApp``) se
 the Socket.IO scenario contract (tests/js/sio_ref_server.js, built by
 ``test_socketio_interop.build_server``) and a plain WebSocket echo route.
 
-``hypercorn --worker-class trio asgi_apps:starlette_app`` (run from tests/peers, with
+``hypercorn --worker-class trio 'asgi_apps:starlette_app()'`` (run from tests/peers, with
 tests/ on PYTHONPATH) serves one; the tests also build fresh ones in-process.
 """
 
@@ -95,5 +95,12 @@ def make_quart(record: Record, events: list[str]) -> Any:
 
 FRAMEWORKS = {"starlette": make_starlette, "quart": make_quart}
 
-starlette_app = make_starlette(Record(), [])
-quart_app = make_quart(Record(), [])
+
+def starlette_app() -> Any:
+    """A fresh Starlette app with volleyio in front (``hypercorn ... 'asgi_apps:starlette_app()'``:
+    hypercorn evaluates the expression; importing this module needs neither framework)."""
+    return make_starlette(Record(), [])
+
+
+def quart_app() -> Any:
+    return make_quart(Record(), [])
