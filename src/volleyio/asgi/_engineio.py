@@ -112,8 +112,9 @@ class EngineIOEndpoint:
         elif isinstance(outcome, PollParked):
             await self._park(outcome.sid, receive, send, head_only)
         elif isinstance(outcome, ReadBody):
-            declared = request.headers.get("content-length")
-            await self._post(outcome, receive, send, head_only, int(declared) if declared else None)
+            declared = request.headers.get("content-length", "")
+            length = int(declared) if declared.isdigit() else None  # the server validated it
+            await self._post(outcome, receive, send, head_only, length)
         else:  # pragma: no cover - the core answers upgrades only to WebSocket requests
             await send_plain(send, 400, "Bad request")
 

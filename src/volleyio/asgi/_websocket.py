@@ -108,8 +108,9 @@ class ASGIWebSocket:
                 data: Data | None = message.get("text")
                 if data is None:
                     data = bytes(message.get("bytes") or b"")
-                if len(data) > self.max_message_size or (
-                    isinstance(data, str) and len(data.encode("utf-8")) > self.max_message_size
+                limit = self.max_message_size
+                if len(data) > limit or (
+                    isinstance(data, str) and len(data) * 4 > limit and len(data.encode("utf-8")) > limit
                 ):
                     await self.close(1009, "message too big")
                     raise ConnectionClosedError(1009, "message too big")
@@ -175,7 +176,11 @@ class WebSocketRoute:
         request = front_request(scope)
         headers = [(name, value) for name, value in request.headers]
         try:
-            h11_request = h11.Request(method="GET", target=request.target.encode("latin-1") or b"/", headers=headers)
+            # HTTP/1.0 in name only: h11 then does not insist on a Host header (a WebSocket
+            # over HTTP/2 has :authority instead); the origin check reads the values.
+            h11_request = h11.Request(
+                method="GET", target=request.target.encode("latin-1") or b"/", headers=headers, http_version=b"1.0"
+            )
         except h11.LocalProtocolError:
             await refuse_websocket(scope, send, 400, b"Bad request")
             return
