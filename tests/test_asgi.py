@@ -520,7 +520,9 @@ async def test_engineio_endpoint_with_engineio_client(hypercorn: None, node: str
     from volleyio.trio import EngineIOApp
 
     handler = ScriptedHandler()
-    app = ASGIApp(engineio={"/engine.io/": EngineIOApp(handler, config=server_config())})
+    # The heartbeat step still sees pings every 300 ms; the 2 s ping timeout (200 ms in the
+    # sio.serve test) leaves room for hypercorn's slower path on a loaded machine.
+    app = ASGIApp(engineio={"/engine.io/": EngineIOApp(handler, config=server_config(2000))})
     stop = trio.Event()
     async with trio.open_nursery() as nursery:
         url = await serve_in_process(app, nursery, stop)
