@@ -543,3 +543,55 @@ async def test_engineio_endpoint_with_engineio_client(hypercorn: None, node: str
     seen = handler.sessions[0]
     assert seen.received == expected_server_received(ALL_STEPS, "client")
     assert seen.transport == FINAL_TRANSPORT[mode]
+
+
+async def test_slow_consumer_over_asgi(hypercorn: None) -> None:
+    """A WebSocket client that stops reading: once the session's outgoing buffer would pass
+    ``max_buffered_bytes`` the session ends "slow consumer" (the writer stuck in the ASGI
+    server's send gets close_timeout, then the connection is dropped)."""
+    sio = SocketIOServer(max_buffered_bytes=64 * 1024)
+    reasons: list[str] = []
+    emitted: list[int] = []
+
+    @sio.on("flood")
+    async def flood(socket: Any) -> None:
+        payload = "x" * 1000
+        for i in range(50_000):
+            if not socket.connected:
+                break
+            await socket.emit("item", i, payload)
+            emitted.append(i)
+            if i % 100 == 0:
+                await trio.sleep(0)  # let the writer run: the kernel buffers fill, then it blocks
+
+    @sio.on("disconnect")
+    async def gone(socket: Any, reason: str) -> None:
+        reasons.append(reason)
+
+    app = ASGIApp(sio)
+    stop = trio.Event()
+    async with trio.open_nursery() as nursery:
+        url = (await serve_in_process(app, nursery, stop)).replace("http://", "ws://")
+        script = r"""
+import asyncio, sys
+from websockets.asyncio.client import connect
+async def main():
+    async with connect(sys.argv[1] + "/socket.io/?EIO=4&transport=websocket", max_size=None, max_queue=4) as ws:
+        await ws.recv()
+        await ws.send("40")
+        await ws.recv()
+        await ws.send('42["flood"]')
+        await asyncio.sleep(15)   # never reads again
+asyncio.run(main())
+"""
+        process = await trio.lowlevel.open_process([sys.executable, "-c", script, url])
+        try:
+            with trio.fail_after(30):
+                while not reasons:
+                    await trio.sleep(0.05)
+        finally:
+            process.kill()  # by PID: this process only
+            await process.wait()
+            stop.set()
+    assert reasons == ["slow consumer"]
+    assert 0 < len(emitted) < 50_000
