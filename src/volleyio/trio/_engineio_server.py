@@ -56,7 +56,7 @@ import dataclasses
 import logging
 from collections.abc import Awaitable, Callable, Mapping
 from types import MappingProxyType
-from typing import Any
+from typing import Any, TypeVar
 
 import trio
 
@@ -90,6 +90,7 @@ logger = logging.getLogger("volleyio.trio.engineio")
 
 Handler = Callable[[EngineIOSession], Awaitable[Any]]
 EventCallback = Callable[[Event], None]
+_T = TypeVar("_T")
 
 
 class EngineIOApp:
@@ -222,6 +223,22 @@ class EngineIOApp:
         stats = dict(self.core.statistics())
         stats["websocket_connections"] = len(self.websockets)
         return stats
+
+    def drive(self, call: Callable[..., _T], *args: Any, handshake: EngineIORequest | None = None) -> _T:
+        """Call into the core as this driver does, for I/O layers other than its own
+        (``volleyio.asgi``): the wakers know the driver is at work, and the resulting
+        events are delivered (and WebSocket packets flushed) right after. ``handshake``
+        is the request record a session opened by this call gets."""
+        self._handshake_request = handshake
+        self._driving += 1
+        try:
+            return call(*args)
+        finally:
+            self._driving -= 1
+            try:
+                self._pump_events()
+            finally:
+                self._handshake_request = None
 
     # ------------------------------------------------------------------ HttpMount: background
 
