@@ -90,6 +90,7 @@ def test_responses() -> None:
     assert files.respond(upgrade) is None
     post = files.respond(HttpRequest("POST", "/socket.io/socket.io.js", {}, {}))
     assert post is not None and post.status == 405 and post.header("Allow") == "GET, HEAD"
+    assert post.header("X-Content-Type-Options") == "nosniff"  # as the core's own errors
 
 
 @pytest.mark.parametrize(
@@ -157,6 +158,62 @@ async def test_served_by_sio_serve() -> None:
         assert status == 400 and json.loads(body) == {"code": 0, "message": "Transport unknown"}
         nursery.cancel_scope.cancel()
     assert vt.SocketIOServer(serve_client=False).serve_client is False
+
+
+async def _exchange(stream: trio.SocketStream, request: bytes) -> tuple[int, dict[str, str], bytes]:
+    """One request on a kept-alive connection; the response read by its Content-Length."""
+    await stream.send_all(request)
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = await stream.receive_some(65536)
+        assert chunk, data
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    headers = {name.lower(): value.strip() for name, _, value in (line.partition(":") for line in lines[1:])}
+    status = int(lines[0].split()[1])
+    length = 0 if status == 304 else int(headers["content-length"])  # a 304 has no body
+    while len(body) < length:
+        chunk = await stream.receive_some(65536)
+        assert chunk
+        body += chunk
+    assert len(body) == length  # nothing beyond this response
+    return status, headers, body
+
+
+@pytest.mark.interop
+async def test_served_by_a_serve_mount_on_the_http_loop() -> None:
+    # sio.app mounted beside a WebSocket handler on serve(): the one HTTP/1.1 loop reads
+    # the requests; client files, the Engine.IO endpoint and errors share a connection.
+    sio = vt.SocketIOServer()
+
+    async def handler(ws: Any) -> None:
+        await ws.close()
+
+    async with trio.open_nursery() as nursery:
+        server = await nursery.start(partial(vt.serve, handler, "127.0.0.1", 0, mounts={sio.path: sio.app}))
+        await check_served(f"http://127.0.0.1:{server.port}")
+        with trio.fail_after(30):
+            stream = await trio.open_tcp_stream("127.0.0.1", server.port)
+            async with stream:
+                host = f"Host: 127.0.0.1:{server.port}\r\n".encode()
+                get_js = b"GET /socket.io/socket.io.min.js HTTP/1.1\r\n" + host + b"Accept-Encoding: gzip\r\n\r\n"
+                status, headers, body = await _exchange(stream, get_js)
+                assert status == 200 and headers["content-encoding"] == "gzip" and headers["etag"] == '"4.8.4"'
+                assert gzip.decompress(body) == read_client_file("socket.io.min.js")
+                assert headers.get("connection") != "close"
+                status, headers, body = await _exchange(
+                    stream, b"GET /socket.io/socket.io.min.js HTTP/1.1\r\n" + host + b'If-None-Match: "4.8.4"\r\n\r\n')
+                assert status == 304 and body == b""
+                assert headers["content-length"] == str(len(read_client_file("socket.io.min.js")))
+                status, headers, body = await _exchange(
+                    stream, b"POST /socket.io/socket.io.js HTTP/1.1\r\n" + host + b"Content-Length: 0\r\n\r\n")
+                assert status == 405 and headers["x-content-type-options"] == "nosniff"
+                assert headers["allow"] == "GET, HEAD"
+                status, headers, body = await _exchange(
+                    stream, b"GET /socket.io/?EIO=4&transport=polling HTTP/1.1\r\n" + host + b"\r\n")
+                assert status == 200 and body.startswith(b'0{"sid":')
+        nursery.cancel_scope.cancel()
 
 
 @pytest.mark.interop

@@ -38,15 +38,10 @@ from ..engineio.server import (
     RefuseWebSocket,
     WebSocketChannel,
 )
-from ..trio._engineio_server import (
-    _ABORTED,
-    _SHUTDOWN_WRITE_TIMEOUT,
-    _TOO_LARGE,
-    BODY_IDLE_TIMEOUT,
-    EngineIOApp,
-    _PollWaiter,
-    _reason_for,
-)
+from ..trio._engineio_polling import _SHUTDOWN_WRITE_TIMEOUT, _end_unanswered, _park_stream, _PollWaiter
+from ..trio._engineio_server import EngineIOApp
+from ..trio._engineio_websocket import _reason_for
+from ..trio._http_loop import ABORTED, BODY_IDLE_TIMEOUT, TOO_LARGE
 from ._scope import (
     Receive,
     Scope,
@@ -67,7 +62,7 @@ class _Disconnected(Exception):
 
 
 class _ReceiveStream:
-    """What ``EngineIOApp._park_stream`` watches, over ASGI ``receive``: it never
+    """What the polling driver's ``_park_stream`` watches, over ASGI ``receive``: it never
     returns data (a GET's body is ignored) and returns ``b""`` once the client left."""
 
     def __init__(self, receive: Receive) -> None:
@@ -126,28 +121,19 @@ class EngineIOEndpoint:
         gone = False
         answer: HttpResponse | None = None
         try:
-            _, gone, answer = await app._park_stream(_ReceiveStream(receive), sid, waiter)  # type: ignore[arg-type]
+            _, gone, answer = await _park_stream(app, _ReceiveStream(receive), sid, waiter)
         finally:
             waiter.scope = None
             if answer is None:
-                now = trio.current_time()
-                if gone:
-                    core.poll_cancelled(sid, now)
-                    app._pump_events()
-                else:
-                    # Cancelled (the ASGI server is shutting down): answer ``1`` if we can.
-                    core.close(sid, now)
-                    app._pump_events()
-                    final = core.poll_ready(sid, now)
-                    if final is None:
-                        core.poll_cancelled(sid, now)
-                    else:
-                        with trio.CancelScope(shield=True), trio.move_on_after(self.close_timeout):
-                            try:
-                                await send_response(send, final, head_only)
-                            except Exception:  # noqa: BLE001 - the client is gone: nothing to tell
-                                pass
-                    app._pump_events()
+                # The client left, or the ASGI server is shutting down: answer ``1`` if we can.
+                final = _end_unanswered(app, sid, gone)
+                if final is not None:
+                    with trio.CancelScope(shield=True), trio.move_on_after(self.close_timeout):
+                        try:
+                            await send_response(send, final, head_only)
+                        except Exception:  # noqa: BLE001 - the client is gone: nothing to tell
+                            pass
+                app._pump_events()
         if answer is not None:
             await send_response(send, answer, head_only)
             app._flushed(sid)
@@ -166,10 +152,10 @@ class EngineIOEndpoint:
             app.drive(app.core.post_aborted, sid, trio.current_time())
             raise
         now = trio.current_time()
-        if body is _TOO_LARGE:
-            await send_response(send, app.drive(app.core.post_too_large, sid, now), head_only)
-            return
-        if body is _ABORTED or isinstance(body, str):
+        if isinstance(body, str):
+            if body == TOO_LARGE:
+                await send_response(send, app.drive(app.core.post_too_large, sid, now), head_only)
+                return
             app.drive(app.core.post_aborted, sid, now)
             return
         response = app.drive(app.core.post_body, sid, body, now)
@@ -330,18 +316,18 @@ class _Link:
 
 
 async def _read_body(receive: Receive, limit: int, declared: int | None) -> bytes | str:
-    """A POST body from ``http.request`` messages, or ``_TOO_LARGE`` / ``_ABORTED``."""
+    """A POST body from ``http.request`` messages, or ``TOO_LARGE`` / ``ABORTED``."""
     if declared is not None and declared > limit:
-        return _TOO_LARGE  # refused before reading a byte of it
+        return TOO_LARGE  # refused before reading a byte of it
     body = bytearray()
     while True:
         message: Any = None
         with trio.move_on_after(BODY_IDLE_TIMEOUT):
             message = await receive()
         if message is None or message["type"] == "http.disconnect":
-            return _ABORTED
+            return ABORTED
         body += message.get("body", b"")
         if len(body) > limit:
-            return _TOO_LARGE
+            return TOO_LARGE
         if not message.get("more_body", False):
             return bytes(body)

@@ -6,7 +6,8 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
 from ..engineio.server import HttpRequest, HttpResponse
-from ..trio._engineio_server import EngineIORequest, _parse_query
+from ..trio._engineio_polling import _parse_query
+from ..trio._engineio_session import EngineIORequest
 from ..trio._http import Request
 
 Scope = MutableMapping[str, Any]

@@ -111,7 +111,8 @@ class ClientFiles:
             return None
         name = request.path[len(self.path):]
         if request.method not in ("GET", "HEAD"):
-            return HttpResponse(405, (("Allow", "GET, HEAD"), ("Content-Length", "0")) + extra_headers, b"")
+            headers = (("Allow", "GET, HEAD"), ("Content-Length", "0"), ("X-Content-Type-Options", "nosniff"))
+            return HttpResponse(405, headers + extra_headers, b"")
         etag = self.etag
         common = (
             ("Cache-Control", "public, max-age=0"),
