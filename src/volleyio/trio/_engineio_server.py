@@ -225,8 +225,8 @@ class EngineIOApp:
         return stats
 
     def drive(self, call: Callable[..., _T], *args: Any, handshake: EngineIORequest | None = None) -> _T:
-        """Call into the core as this driver does, for I/O layers other than its own
-        (``volleyio.asgi``): the wakers know the driver is at work, and the resulting
+        """Call into the core as the drivers do (the HTTP/1.1 loop's polling requests and
+        ``volleyio.asgi``): the wakers know the driver is at work, and the resulting
         events are delivered (and WebSocket packets flushed) right after. ``handshake``
         is the request record a session opened by this call gets."""
         self._handshake_request = handshake
