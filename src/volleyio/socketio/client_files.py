@@ -111,8 +111,8 @@ class ClientFiles:
             return None
         name = request.path[len(self.path):]
         if request.method not in ("GET", "HEAD"):
-            headers = (("Allow", "GET, HEAD"), ("Content-Length", "0"), ("X-Content-Type-Options", "nosniff"))
-            return HttpResponse(405, headers + extra_headers, b"")
+            refusal = (("Allow", "GET, HEAD"), ("Content-Length", "0"), ("X-Content-Type-Options", "nosniff"))
+            return HttpResponse(405, refusal + extra_headers, b"")
         etag = self.etag
         common = (
             ("Cache-Control", "public, max-age=0"),
