@@ -229,6 +229,7 @@ class EngineIOApp:
         ``volleyio.asgi``): the wakers know the driver is at work, and the resulting
         events are delivered (and WebSocket packets flushed) right after. ``handshake``
         is the request record a session opened by this call gets."""
+        outer = self._handshake_request  # a call made from an event callback keeps it
         self._handshake_request = handshake
         self._driving += 1
         try:
@@ -238,7 +239,7 @@ class EngineIOApp:
             try:
                 self._pump_events()
             finally:
-                self._handshake_request = None
+                self._handshake_request = outer
 
     # ------------------------------------------------------------------ HttpMount: background
 
@@ -271,12 +272,7 @@ class EngineIOApp:
                     await lot.park()
             else:
                 await trio.lowlevel.checkpoint()
-            self._driving += 1
-            try:
-                core.handle_timers(trio.current_time())
-            finally:
-                self._driving -= 1
-            self._pump_events()
+            self.drive(core.handle_timers, trio.current_time())
 
     async def _event_loop(self) -> None:
         # Events caused by application calls outside the driver (e.g. core.close from a
