@@ -241,7 +241,7 @@ def query_escaped(size: int) -> str:
 
 
 def parse_query(query: str) -> None:
-    from volleyio.trio._engineio_server import _parse_query
+    from volleyio.trio._engineio_polling import _parse_query
 
     _parse_query(query)
 

@@ -60,11 +60,18 @@ CONFIGS = {
     "node-socket.io": "ws with bufferutil + utf-8-validate installed (bufferutil loaded; ws uses Node's isUtf8)",
     "node-socket.io-purejs": "ws without native add-ons (WS_NO_BUFFER_UTIL=1, WS_NO_UTF_8_VALIDATE=1)",
     "floor": "FLOOR: callback WebSocket + json, no Engine.IO/Socket.IO work",
+    "volleyio-asgi": "volleyio.asgi.ASGIApp(sio, starlette_app) under hypercorn's trio worker",
+    "floor-asgi": "FLOOR: bare ASGI app under hypercorn-trio answering 42 with 43, no Socket.IO",
+    "python-socketio-asgi": "socketio.ASGIApp(sio, starlette_app) under uvicorn (defaults)",
 }
 PYTHON_PEERS = ["python-socketio", "python-socketio-sync"]
 NODE_PEERS = ["node-socket.io", "node-socket.io-purejs"]
 FLOORS = ["floor"]
-PACKAGES = ["trio", "h11", "aiohttp", "python-engineio", "python-socketio"]
+#: ``--asgi``: the ASGI mount (volleyio.asgi under hypercorn's trio worker) beside volleyio's
+#: own server, python-socketio's ASGIApp under uvicorn, hypercorn's bare floor and python-socketio.
+ASGI_SERVERS = ["volleyio", "volleyio-asgi", "floor-asgi", "python-socketio-asgi", "python-socketio"]
+PACKAGES = ["trio", "h11", "aiohttp", "python-engineio", "python-socketio", "hypercorn", "wsproto", "uvicorn",
+            "websockets", "starlette"]
 NODE_PACKAGES = ["socket.io", "engine.io", "ws"]
 PATH = "/socket.io/"
 
@@ -73,6 +80,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="10x fewer messages and broadcasts (smoke run)")
     parser.add_argument("--servers", default=",".join(SERVERS))
+    parser.add_argument("--asgi", action="store_true", help="servers = " + ",".join(ASGI_SERVERS))
     parser.add_argument("--scenarios", default="ack,bcast")
     parser.add_argument("--clients", type=int, default=100)
     parser.add_argument("--inflight", default="1,10", help="events in flight per client, one ack run each")
@@ -83,7 +91,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3,
                         help="rounds over all servers, order rotated each round; tables show medians (min..max)")
     args = parser.parse_args()
-    servers = [s for s in args.servers.split(",") if s]
+    servers = ASGI_SERVERS if args.asgi else [s for s in args.servers.split(",") if s]
     scenarios = [s for s in args.scenarios.split(",") if s]
     inflights = [int(x) for x in args.inflight.split(",") if x]
     scale = 0.1 if args.quick else 1.0
@@ -102,7 +110,7 @@ def main() -> None:
             runs: list[tuple[str, int]] = []
             if "ack" in scenarios:
                 runs += [(f"ack-{n}", n) for n in inflights]
-            if "bcast" in scenarios and name not in FLOORS:  # the floor has no rooms
+            if "bcast" in scenarios and not name.startswith("floor"):  # the floors do not broadcast
                 runs.append(("bcast", 0))
             for key, inflight in runs:
                 port += 1
@@ -210,6 +218,20 @@ def render(results: dict[str, dict[str, Any]], info: dict[str, str], meta: dict[
             pass
         if parts:
             lines.append(f"volleyio / {peer} (speed > 1 is faster, CPU and time < 1 is less): " + "; ".join(parts) + ".")
+    a = results.get("volleyio-asgi", {})
+    for peer in ("volleyio", "python-socketio-asgi", "floor-asgi", "python-socketio"):
+        p = results.get(peer, {})
+        parts = []
+        for key in [*ack_keys, "bcast"]:
+            field, unit = ("msgs_per_s", "acks/s") if key != "bcast" else ("deliveries_per_s", "deliveries/s")
+            cpu = "cpu_per_100k" if key != "bcast" else "cpu_ms_per_bcast"
+            try:
+                parts.append(f"{key}: {unit} {a[key][field] / p[key][field]:.2f}×, server CPU "
+                             f"{a[key][cpu] / p[key][cpu]:.2f}×")
+            except (KeyError, ZeroDivisionError, TypeError):
+                pass
+        if a and parts:
+            lines.append(f"volleyio-asgi / {peer}: " + "; ".join(parts) + ".")
     utils = [r["gen_util"] for res in results.values() for r in res.values()
              if isinstance(r, dict) and "gen_util" in r]
     if utils:

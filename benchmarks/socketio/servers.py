@@ -87,6 +87,153 @@ def run_python_socketio(port: int, async_handlers: bool = True) -> None:
     asyncio.run(main())
 
 
+def _volleyio_sio() -> Any:
+    import volleyio.trio as vt
+
+    sio = vt.SocketIOServer()
+
+    @sio.on("connect")
+    async def connect(socket: vt.Socket, auth: Any) -> None:
+        await socket.join("bench")
+
+    @sio.on("echo")
+    async def echo(socket: vt.Socket, *args: Any) -> Any:
+        return args
+
+    @sio.on("bcast")
+    async def bcast(socket: vt.Socket, data: Any) -> None:
+        await sio.emit("tick", data, to="bench")
+
+    return sio
+
+
+def run_volleyio_asgi(port: int) -> None:
+    """volleyio.asgi.ASGIApp (in front of a one-route Starlette app, as it would be used)
+    under hypercorn's trio worker (``hypercorn.trio.serve``, what ``--worker-class trio``
+    runs), access log off, one process."""
+    import trio
+    from hypercorn.config import Config
+    from hypercorn.trio import serve
+    from starlette.applications import Starlette
+    from starlette.responses import PlainTextResponse
+    from starlette.routing import Route
+
+    from volleyio.asgi import ASGIApp
+
+    async def hello(request: Any) -> PlainTextResponse:
+        return PlainTextResponse("hello")
+
+    app = ASGIApp(_volleyio_sio(), Starlette(routes=[Route("/hello", hello)]))
+    config = Config()
+    config.bind = [f"127.0.0.1:{port}"]
+    config.accesslog = None
+    config.backlog = 8192
+    config.websocket_max_message_size = 1_000_000
+
+    async def main() -> None:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(lambda task_status: serve(app, config, task_status=task_status))
+            ready()
+
+    trio.run(main)
+
+
+def run_floor_asgi(port: int) -> None:
+    """Not a Socket.IO server: the floor of hypercorn's trio worker. A bare ASGI app doing
+    what ``floor`` does (``42<id>[...]`` answered ``43<id>[...]`` through json), so that
+    ``volleyio-asgi`` minus this is what volleyio's stack adds over ASGI."""
+    import json
+
+    import trio
+    from hypercorn.config import Config
+    from hypercorn.trio import serve
+
+    loads, dumps = json.loads, json.dumps
+    opened = '0{"sid":"floor","upgrades":[],"pingInterval":25000,"pingTimeout":20000,"maxPayload":1000000}'
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "lifespan":
+            while True:
+                message = await receive()
+                await send({"type": message["type"] + ".complete"})
+                if message["type"] == "lifespan.shutdown":
+                    return
+        if scope["type"] != "websocket":
+            return
+        await receive()
+        await send({"type": "websocket.accept"})
+        await send({"type": "websocket.send", "text": opened})
+        while True:
+            message = await receive()
+            if message["type"] != "websocket.receive":
+                return
+            text = message.get("text")
+            if not text:
+                continue
+            if text.startswith("42"):
+                end = 2
+                while text[end].isdigit():
+                    end += 1
+                args = loads(text[end:])
+                if end > 2:
+                    reply = "43" + text[2:end] + dumps(args[1:], separators=(",", ":"))
+                    await send({"type": "websocket.send", "text": reply})
+            elif text == "40":
+                await send({"type": "websocket.send", "text": '40{"sid":"floor-socket"}'})
+
+    config = Config()
+    config.bind = [f"127.0.0.1:{port}"]
+    config.accesslog = None
+    config.backlog = 8192
+
+    async def main() -> None:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(lambda task_status: serve(app, config, task_status=task_status))
+            ready()
+
+    trio.run(main)
+
+
+def run_python_socketio_asgi(port: int) -> None:
+    """python-socketio's ASGIApp (around the same one-route Starlette app) under uvicorn
+    with its defaults (asyncio; httptools/uvloop when installed), access log off."""
+    import socketio  # type: ignore[import-untyped]
+    import uvicorn
+    from starlette.applications import Starlette
+    from starlette.responses import PlainTextResponse
+    from starlette.routing import Route
+
+    sio = socketio.AsyncServer(async_mode="asgi")
+
+    @sio.event  # type: ignore[untyped-decorator]
+    async def connect(sid: str, environ: Any, auth: Any) -> None:
+        await sio.enter_room(sid, "bench")
+
+    @sio.on("echo")  # type: ignore[untyped-decorator]
+    async def echo(sid: str, *args: Any) -> Any:
+        return args
+
+    @sio.on("bcast")  # type: ignore[untyped-decorator]
+    async def bcast(sid: str, data: Any) -> None:
+        await sio.emit("tick", data, room="bench")
+
+    async def hello(request: Any) -> PlainTextResponse:
+        return PlainTextResponse("hello")
+
+    app = socketio.ASGIApp(sio, Starlette(routes=[Route("/hello", hello)]))
+    config = uvicorn.Config(app, host="127.0.0.1", port=port, access_log=False, log_level="warning", backlog=8192)
+    server = uvicorn.Server(config)
+
+    async def main() -> None:
+        serving = asyncio.ensure_future(server.serve())
+        while not server.started:
+            await asyncio.sleep(0.01)
+        ready()
+        await serving
+
+    asyncio.run(main())
+
+
 def run_floor(port: int) -> None:
     """Not a Socket.IO server: the floor under one. volleyio's callback WebSocket server
     answering the load generator's ``42<id>[...]`` with ``43<id>[...]`` through
@@ -148,6 +295,9 @@ SERVERS = {
     # Peers' other configurations (see run.py's CONFIGS for the labels).
     "python-socketio-sync": lambda port: run_python_socketio(port, async_handlers=False),
     "node-socket.io-purejs": lambda port: run_node(port, pure_js=True),
+    "volleyio-asgi": run_volleyio_asgi,
+    "floor-asgi": run_floor_asgi,
+    "python-socketio-asgi": run_python_socketio_asgi,
 }
 
 if __name__ == "__main__":

@@ -216,6 +216,8 @@ class RefuseWebSocket:
 
 
 RequestOutcome = Union[HttpResponse, PollParked, ReadBody, AcceptWebSocket, RefuseWebSocket]
+#: See :attr:`EngineIOServer.request_hook`.
+RequestHook = Callable[[HttpRequest, tuple[tuple[str, str], ...]], Union[HttpResponse, None]]
 
 # ----------------------------------------------------------------------- application events
 
@@ -577,6 +579,10 @@ class EngineIOServer:
         # [messages in, messages out, bytes in, bytes out] (see ``traffic``).
         self._retired: dict[str, list[int]] = {"polling": [0, 0, 0, 0], "websocket": [0, 0, 0, 0]}
         self._closes: dict[str, int] = {}  # sessions closed, by reason
+        #: Answers plain requests on the endpoint's path that are not Engine.IO requests
+        #: before the protocol looks at them (the Socket.IO server's browser-client
+        #: files): ``hook(request, cors_headers)`` returns a response or None.
+        self.request_hook: RequestHook | None = None
 
     # ------------------------------------------------------------------ public API
 
@@ -723,6 +729,10 @@ class EngineIOServer:
     def handle_request(self, request: HttpRequest, now: float) -> RequestOutcome:
         """Decide what to do with a request (the body of a POST is read later)."""
         cors_headers = self._cors_headers(request)
+        if self.request_hook is not None and not request.websocket_upgrade:
+            answer = self.request_hook(request, cors_headers)
+            if answer is not None:
+                return answer
         if request.method == "OPTIONS" and self.config.cors is not None and not request.websocket_upgrade:
             return self._preflight(request, cors_headers)
         query = request.query

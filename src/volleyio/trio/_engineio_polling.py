@@ -18,7 +18,7 @@ is refused before reading (413), a body that grows past it is refused while stre
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 from urllib.parse import parse_qsl
 
 import trio
@@ -90,20 +90,12 @@ async def handle_request(app: EngineIOApp, request: Request, http: HttpConnectio
         del handshake
 
     sid = query.get("sid")
-    if not sid:
-        # A handshake (or an error answer to one): keep a compact record for the session.
-        app._handshake_request = EngineIORequest(head.raw, http.remote, http.secure)
+    # A handshake (or an error answer to one): keep a compact record for the session.
+    record = None if sid else EngineIORequest(head.raw, http.remote, http.secure)
     del head
     http.head = None  # a parked GET keeps no parsed head alive
-    app._driving += 1
-    try:
-        outcome = app.core.handle_request(core_request, trio.current_time())
-    finally:
-        app._driving -= 1
-    try:
-        app._pump_events()  # a Connected event picks the record up
-    finally:
-        app._handshake_request = None
+    # A Connected event picks the handshake record up.
+    outcome = app.drive(app.core.handle_request, core_request, trio.current_time(), handshake=record)
 
     # A parked GET lives long: its frame keeps none of the request's pieces.
     del headers, core_request, query, path, query_string, raw_name, raw_value
@@ -165,12 +157,7 @@ async def _post(app: EngineIOApp, http: HttpConnection, outcome: ReadBody, head_
         app.core.post_aborted(sid, now)  # truncated, malformed or stalled: no answer
         app._pump_events()
         return
-    app._driving += 1
-    try:
-        response = app.core.post_body(sid, body, now)
-    finally:
-        app._driving -= 1
-    app._pump_events()
+    response = app.drive(app.core.post_body, sid, body, now)
     await _respond(app, http, response, head_only)
 
 
@@ -230,21 +217,11 @@ async def _park(app: EngineIOApp, http: HttpConnection, sid: str, head_only: boo
     finally:
         waiter.scope = None
         if answer is None:
-            now = trio.current_time()
-            if gone:
-                core.poll_cancelled(sid, now)
-                app._pump_events()
-            else:
-                # Cancelled from outside (server shutdown): answer ``1`` if we can.
-                core.close(sid, now)
-                app._pump_events()
-                final = core.poll_ready(sid, now)
-                if final is None:
-                    core.poll_cancelled(sid, now)
-                else:
-                    with trio.CancelScope(shield=True), trio.move_on_after(_SHUTDOWN_WRITE_TIMEOUT):
-                        await http.respond(final.status, final.headers, final.body, head_only=head_only, close=True)
-                app._pump_events()
+            final = _end_unanswered(app, sid, gone)
+            if final is not None:
+                with trio.CancelScope(shield=True), trio.move_on_after(_SHUTDOWN_WRITE_TIMEOUT):
+                    await http.respond(final.status, final.headers, final.body, head_only=head_only, close=True)
+            app._pump_events()
     if answer is None:
         return  # the client left
     await _respond(app, http, answer, head_only)
@@ -252,10 +229,36 @@ async def _park(app: EngineIOApp, http: HttpConnection, sid: str, head_only: boo
     if stash:
         http.unread(stash)
 
+def _end_unanswered(app: EngineIOApp, sid: str, gone: bool) -> HttpResponse | None:
+    """A parked GET ends without its answer: the client left (``gone``: the session
+    ends), or the task was cancelled from outside (server shutdown: the session is
+    closed and its final ``1`` answer, if any, is returned for the caller to write,
+    boundedly; the caller pumps the events afterwards)."""
+    core = app.core
+    now = trio.current_time()
+    if gone:
+        core.poll_cancelled(sid, now)
+        return None
+    core.close(sid, now)
+    app._pump_events()
+    final = core.poll_ready(sid, now)
+    if final is None:
+        core.poll_cancelled(sid, now)
+    return final
+
+
+class _ByteSource(Protocol):
+    """What :func:`_park_stream` watches: a stream (TLS) or the ASGI driver's ``receive``
+    adapter; ``b""`` means the client went away."""
+
+    async def receive_some(self, max_bytes: int | None = None) -> bytes | bytearray: ...
+
+
 async def _park_stream(
-    app: EngineIOApp, stream: trio.abc.Stream, sid: str, waiter: _PollWaiter
+    app: EngineIOApp, stream: _ByteSource, sid: str, waiter: _PollWaiter
 ) -> tuple[bytes, bool, HttpResponse | None]:
-    """:func:`_park` for streams without a raw socket (TLS): a second task watches."""
+    """:func:`_park` for streams without a raw socket (TLS, and ``volleyio.asgi``'s
+    ``receive``): a second task watches."""
     core = app.core
     stash = bytearray()
     gone = False
@@ -290,6 +293,7 @@ async def _park_stream(
                 await trio.lowlevel.cancel_shielded_checkpoint()
         nursery.cancel_scope.cancel()
     return bytes(stash), gone, answer
+
 
 # ------------------------------------------------------------------ WebSocket transport
 

@@ -56,7 +56,7 @@ import dataclasses
 import logging
 from collections.abc import Awaitable, Callable, Mapping
 from types import MappingProxyType
-from typing import Any
+from typing import Any, TypeVar
 
 import trio
 
@@ -90,6 +90,7 @@ logger = logging.getLogger("volleyio.trio.engineio")
 
 Handler = Callable[[EngineIOSession], Awaitable[Any]]
 EventCallback = Callable[[Event], None]
+_T = TypeVar("_T")
 
 
 class EngineIOApp:
@@ -223,6 +224,23 @@ class EngineIOApp:
         stats["websocket_connections"] = len(self.websockets)
         return stats
 
+    def drive(self, call: Callable[..., _T], *args: Any, handshake: EngineIORequest | None = None) -> _T:
+        """Call into the core as the drivers do (the HTTP/1.1 loop's polling requests and
+        ``volleyio.asgi``): the wakers know the driver is at work, and the resulting
+        events are delivered (and WebSocket packets flushed) right after. ``handshake``
+        is the request record a session opened by this call gets."""
+        outer = self._handshake_request  # a call made from an event callback keeps it
+        self._handshake_request = handshake
+        self._driving += 1
+        try:
+            return call(*args)
+        finally:
+            self._driving -= 1
+            try:
+                self._pump_events()
+            finally:
+                self._handshake_request = outer
+
     # ------------------------------------------------------------------ HttpMount: background
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
@@ -254,12 +272,7 @@ class EngineIOApp:
                     await lot.park()
             else:
                 await trio.lowlevel.checkpoint()
-            self._driving += 1
-            try:
-                core.handle_timers(trio.current_time())
-            finally:
-                self._driving -= 1
-            self._pump_events()
+            self.drive(core.handle_timers, trio.current_time())
 
     async def _event_loop(self) -> None:
         # Events caused by application calls outside the driver (e.g. core.close from a

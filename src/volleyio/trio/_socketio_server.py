@@ -121,6 +121,7 @@ from .. import engineio as _eio
 from ..socketio import server as _core
 from ..socketio.acks import NO_ACK, AckError, ack_arguments, ack_result
 from ..socketio.adapter import Adapter
+from ..socketio.client_files import ClientFiles
 from ..socketio.server import (
     INVALID_NAMESPACE,
     ConnectionRefusedError,
@@ -716,7 +717,9 @@ class SocketIOServer(ClusterOperations):
     ``max_queue`` (queued events per connection before the reader stops reading),
     ``adapter`` (rooms/broadcast; in-memory by default; a :class:`ClusterAdapter` such as
     ``RedisStreamsAdapter(url=...)`` joins a cluster), ``engineio_config`` (a full
-    ``engineio.ServerConfig`` overriding the Engine.IO options above).
+    ``engineio.ServerConfig`` overriding the Engine.IO options above), ``serve_client``
+    (serve the browser client at ``<path>socket.io.js`` etc., on by default; the
+    attribute of the same name switches it later).
     """
 
     def __init__(
@@ -739,6 +742,7 @@ class SocketIOServer(ClusterOperations):
         adapter: Adapter | ClusterAdapter | None = None,
         engineio_config: _eio.ServerConfig | None = None,
         on_error: ErrorHook | None = None,
+        serve_client: bool = True,
     ) -> None:
         if not path.startswith("/"):
             raise ValueError("path must start with '/'")
@@ -783,6 +787,8 @@ class SocketIOServer(ClusterOperations):
         )
         #: The HttpMount to put next to other routes: ``serve(..., mounts={sio.path: sio.app})``.
         self.app = SocketIOApp(self)
+        self._client_files = ClientFiles(self.path)
+        self.serve_client = serve_client
         self._namespaces: dict[str, Namespace] = {"/": Namespace(self, "/")}
         self._parents: list[Namespace] = []
         self._connections: dict[str, _Connection] = {}
@@ -798,6 +804,16 @@ class SocketIOServer(ClusterOperations):
         # The admin UI instrumentation (``instrument()``), None when off: one check per event.
         self._observer: Any = None
         self._admin: AdminUI | None = None
+
+    @property
+    def serve_client(self) -> bool:
+        """Whether ``<path>socket.io.js`` (and ``.min.js``, ``.esm.min.js``, their ``.map``)
+        are served from the package (see :mod:`volleyio.socketio.client_files`)."""
+        return self.engineio.core.request_hook is not None
+
+    @serve_client.setter
+    def serve_client(self, value: bool) -> None:
+        self.engineio.core.request_hook = self._client_files.respond if value else None
 
     # ------------------------------------------------------------------ registration
 
