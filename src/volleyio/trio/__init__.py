@@ -40,6 +40,7 @@ from ._errors import (
 )
 from ._http import Request, Response
 from ._http_loop import HttpConnection, RequestHead
+from ._cluster_polling import ClusterPolling
 from ._redis import RedisStreamsAdapter, ShardedRedisAdapter
 from ._server import HttpMount, WebSocketServer, serve
 from ._socketio_client import (
@@ -62,6 +63,7 @@ from ._socketio_server import (
 __all__ = [
     "FANOUT_LIMIT",
     "ClusterAdapter",
+    "ClusterPolling",
     "ClusterConnectError",
     "ClusterUnavailableError",
     "ConnectError",
