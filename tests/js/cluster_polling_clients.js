@@ -56,6 +56,7 @@ async function runOne(c) {
   report.downReceived = expected;
   report.server = await socket.timeout(30000).emitWithAck("upErrors");
   report.transport = socket.io.engine.transport.name;
+  report.disconnects = [...report.disconnects];  // not the one disconnect() below adds
   socket.disconnect();
   return report;
 }

@@ -86,7 +86,7 @@ async def main() -> None:
                 if not line.strip():
                     continue
                 c = json.loads(line)
-                result = {**forwarder.stats, "sessions": len(sio.engineio.sessions)}
+                result = {**forwarder.stats, "sessions": sorted(sio.engineio.sessions), "relayed": sorted(forwarder.relayed)}
                 print(json.dumps({"id": c["id"], "result": result}), flush=True)
 
     async with trio.open_nursery() as nursery:

@@ -742,6 +742,17 @@ class EngineIOServer:
         else:
             self._finish_closing(session)
 
+    def release_poll(self, sid: str) -> bool:
+        """Forget the parked GET of ``sid`` without answering it or ending the session
+        (it took no packets). For a cluster node whose forwarded GET was replaced by the
+        same client's retry through another node (the first one's node is gone)."""
+        session = self._parked.pop(sid, None)
+        if session is None:
+            return False
+        session._get_parked = False
+        session._poll_waker = None
+        return True
+
     def post_body(self, sid: str, body: bytes, now: float) -> HttpResponse:
         """The whole body of an accepted POST has been read."""
         session = self._sessions.get(sid)

@@ -141,6 +141,8 @@ class ClusterForwarder:
         self._relay_wakers: dict[tuple[str, int], trio.Event] = {}
         self._nursery: trio.Nursery | None = None
         self.started = trio.Event()
+        #: Sids of the WebSockets this node relays to their owners.
+        self.relayed: set[str] = set()
         #: Counters (forwarded requests, served for others, refused 503, timed out).
         self.stats = {"forwarded": 0, "served": 0, "refused": 0, "timed_out": 0, "owner_gone": 0}
 
@@ -246,6 +248,11 @@ class ClusterForwarder:
                               websocket_upgrade=message.upgrade)
         sid = message.query.get("sid", "")
         now = trio.current_time()
+        if message.method == "GET" and not message.upgrade and self._parked.pop(sid, None) is not None:
+            # A GET parked for another node, and the same session GETs again: the client
+            # only does that when the first one failed (its node died, the balancer
+            # retried), so the first one is dropped; it took no packets.
+            core.release_poll(sid)
         app._driving += 1
         try:
             outcome = core.handle_request(request, now)
@@ -493,7 +500,7 @@ class ClusterForwarder:
             return None
         pending.event = trio.Event()  # now set when the relay must stop (queue overflow)
         leftover = http.detach()
-        return self._relay_client(http.stream, request, accepted, leftover, reply, rid, owner, receive)
+        return self._relay_client(http.stream, request, accepted, leftover, reply, rid, owner, receive, query["sid"])
 
     async def _relay_client(
         self,
@@ -505,8 +512,10 @@ class ClusterForwarder:
         rid: int,
         owner: str,
         frames: trio.MemoryReceiveChannel[fw.WsOut],
+        sid: str,
     ) -> None:
         pending = self._pending[rid]
+        self.relayed.add(sid)
         try:
             switching = render_h11_response(accepted.response, b"", tuple(reply.headers))
             if not await send_bytes(stream, switching):
@@ -553,5 +562,6 @@ class ClusterForwarder:
                     except Exception:  # noqa: BLE001 - best effort
                         pass
         finally:
+            self.relayed.discard(sid)
             self._finish(rid)
             self._queue(owner, fw.WsLost(rid, self.node))
