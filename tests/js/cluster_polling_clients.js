@@ -23,7 +23,8 @@ function connect(url, transports, reconnection) {
 async function runOne(c) {
   const socket = await connect(c.url, c.transports, false);
   const report = { engineIds: [socket.io.engine.id], upErrors: [], downErrors: [], disconnects: [] };
-  socket.on("disconnect", (reason) => report.disconnects.push(reason));
+  const disconnects = [];
+  socket.on("disconnect", (reason) => disconnects.push(reason));
   let expected = 0;
   socket.on("down", (i, ack) => {
     if (i !== expected) report.downErrors.push(`down ${i} while expecting ${expected}`);
@@ -56,7 +57,7 @@ async function runOne(c) {
   report.downReceived = expected;
   report.server = await socket.timeout(30000).emitWithAck("upErrors");
   report.transport = socket.io.engine.transport.name;
-  report.disconnects = [...report.disconnects];  // not the one disconnect() below adds
+  report.disconnects = [...disconnects];  // not the one disconnect() below adds
   socket.disconnect();
   return report;
 }
