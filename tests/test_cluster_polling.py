@@ -184,14 +184,17 @@ async def test_round_robin_10000_acked_events_each_way(
         await stop_cluster(cluster)
 
 
-async def test_node_killed_mid_run(own_redis: RedisProcess, tmp_path: Path) -> None:  # noqa: F811
-    cluster = await start_cluster(own_redis, tmp_path, "compiled", ping_interval=1.0, ping_timeout=2.0,
+async def test_node_killed_mid_run(
+    own_redis: RedisProcess, tmp_path: Path, speedups_impl: str  # noqa: F811
+) -> None:
+    cluster = await start_cluster(own_redis, tmp_path, speedups_impl, ping_interval=1.0, ping_timeout=2.0,
                                   forward_timeout=2.0)
     node = node_clients()
     try:
         await node.start()
         url = cluster.nginx.url
         polling_ids = await call(node, 60, "steadyStart", url=url, clients=9, transports=["polling"])
+        await call(node, 60, "steadyStart", url=url, clients=6, transports=["polling", "websocket"])
         await trio.sleep(2.0)
         stats = await cluster.stats()
         victim, victim_peer = cluster.peers[0].uid, cluster.peers[0]
@@ -200,17 +203,30 @@ async def test_node_killed_mid_run(own_redis: RedisProcess, tmp_path: Path) -> N
         victim_peer.sigkill()
         await trio.sleep(8.0)
         report = await call(node, 60, "steadyReport")
+        # A POST in flight through the killed node is lost with it (the balancer does not
+        # retry a POST; retrying could deliver it twice): that client's transport ends
+        # too. nginx logs each such request; GETs are retried on another node.
+        log = (cluster.nginx.directory / "error.log").read_text()
+        lost_posts = {
+            line.split("sid=")[1].split(" ")[0]
+            for line in log.splitlines()
+            if '"POST ' in line and f":{victim_peer.port}/" in line and "[error]" in line
+        }
+        survivors = 0
         for entry in report:
             first = entry["engineIds"][0]
             if first.startswith(victim + "."):
                 # its session died with the node: the client reconnected elsewhere (fresh)
                 assert entry["disconnects"], entry
                 assert entry["connected"] and not entry["engineIds"][-1].startswith(victim + "."), entry
+            elif first in relayed_by_victim or first in lost_posts:
+                assert entry["connected"], entry  # its transport went through the victim: reconnected
             else:
-                assert first not in relayed_by_victim
-                assert entry["disconnects"] == [], entry
+                survivors += 1
+                assert entry["disconnects"] == [], (entry, lost_posts)
                 assert entry["connected"] and len(entry["engineIds"]) == 1, entry
             assert entry["ok"] > 10, entry
+        assert survivors >= 3, (report, relayed_by_victim, lost_posts)
     finally:
         await node.stop()
         await stop_cluster(cluster)

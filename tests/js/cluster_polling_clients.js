@@ -68,7 +68,7 @@ const commands = {
     return await Promise.all(Array.from({ length: c.clients }, () => runOne(c)));
   },
   async steadyStart(c) {
-    steady = await Promise.all(Array.from({ length: c.clients }, async () => {
+    const started = await Promise.all(Array.from({ length: c.clients }, async () => {
       const socket = await connect(c.url, c.transports, true);
       const s = { socket, engineIds: [socket.io.engine.id], disconnects: [], ok: 0, errors: 0, stop: false };
       socket.on("connect", () => s.engineIds.push(socket.io.engine.id));
@@ -87,10 +87,11 @@ const commands = {
       })();
       return s;
     }));
-    return steady.map((s) => s.engineIds[0]);
+    steady.push(...started);
+    return started.map((s) => s.engineIds[0]);
   },
   async steadyReport(c) {
-    const report = steady.map((s) => ({ engineIds: s.engineIds, disconnects: s.disconnects, ok: s.ok, errors: s.errors,
+    const report = steady.map((s) => ({ engineIds: [...s.engineIds], disconnects: [...s.disconnects], ok: s.ok, errors: s.errors,
       connected: s.socket.connected, transport: s.socket.io.engine ? s.socket.io.engine.transport.name : null }));
     for (const s of steady) { s.stop = true; s.socket.disconnect(); }
     return report;
