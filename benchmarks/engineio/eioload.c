@@ -97,9 +97,19 @@ static void fail(const char *m, const void *data, size_t len) {
     exit(1);
 }
 
+/* EIOLOAD_SRC_SPREAD=K: session s connects from 127.0.(s % K + 1).1, so that a balancer
+ * hashing the client address (nginx ip_hash: first three octets) spreads the sessions. */
+static int src_spread, cur_sess;
+
 static int tcp_connect(void) {
     int fd = socket(AF_INET, SOCK_STREAM, 0);
     if (fd < 0) die("socket");
+    if (src_spread > 0) {
+        struct sockaddr_in src = {0};
+        src.sin_family = AF_INET;
+        src.sin_addr.s_addr = htonl((127u << 24) | ((unsigned)(cur_sess % src_spread + 1) << 8) | 1u);
+        if (bind(fd, (struct sockaddr *)&src, sizeof src) < 0) die("bind");
+    }
     struct sockaddr_in a = {0};
     a.sin_family = AF_INET;
     port = ports[next_port++ % nports];
@@ -115,6 +125,7 @@ static int tcp_connect(void) {
 
 static conn_t *new_conn(int role, int sess) {
     conn_t *c = &cs[ncs++];
+    cur_sess = sess;
     c->fd = tcp_connect();
     c->role = role;
     c->sess = sess;
@@ -545,6 +556,7 @@ int main(int argc, char **argv) {
         if (*p == ',') p++;
     }
     port = ports[0];
+    if (getenv("EIOLOAD_SRC_SPREAD")) src_spread = atoi(getenv("EIOLOAD_SRC_SPREAD"));
     path = argv[3];
     int nconn = atoi(argv[4]), inflight = atoi(argv[5]);
     msg_size = strtoul(argv[6], 0, 10);
