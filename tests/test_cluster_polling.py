@@ -22,7 +22,7 @@ import trio
 import volleyio.trio as vt
 from _cluster_peers import PEERS_DIR, LinePeer, ServerPeer, node_cluster_available
 from _nginx_support import NginxProcess, nginx_available
-from _redis_support import RedisProcess, own_redis, redis_available  # noqa: F401
+from _redis_support import RedisProcess, own_redis, redis_available, redis_server  # noqa: F401
 from _trio_support import JS_DIR, free_port, node_path, require_peer
 
 pytestmark = pytest.mark.interop
@@ -230,3 +230,73 @@ async def test_node_killed_mid_run(
     finally:
         await node.stop()
         await stop_cluster(cluster)
+
+
+# ------------------------------------------------------------------ bounds and failures, in-process
+
+
+async def http(port: int, request: str) -> tuple[int, bytes]:
+    """One request on its own connection (``Connection: close``): status and body."""
+    stream = await trio.open_tcp_stream("127.0.0.1", port)
+    async with stream:
+        await stream.send_all(request.encode())
+        data = b""
+        with trio.fail_after(30):
+            while chunk := await stream.receive_some(65536):
+                data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    return int(head.split(b" ")[1]), body
+
+
+def get(sid: str = "") -> str:
+    query = "EIO=4&transport=polling" + (f"&sid={sid}" if sid else "")
+    return f"GET /socket.io/?{query} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+
+
+def post(sid: str, body: str) -> str:
+    return (f"POST /socket.io/?EIO=4&transport=polling&sid={sid} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+            f"Content-Type: text/plain;charset=UTF-8\r\nContent-Length: {len(body)}\r\n\r\n{body}")
+
+
+async def test_bounds_owner_gone_and_shared_session(redis_server: RedisProcess) -> None:  # noqa: F811
+    """Two in-process nodes: a session opened on A is served through B (POST and GET);
+    B's bound of one forwarded request answers 503 to a second one; a sid whose owner is
+    not subscribed (gone) is answered 400 "Session ID unknown" at once."""
+    nodes = []
+    async with trio.open_nursery() as nursery:
+        for limit in (10, 1):
+            sio = vt.SocketIOServer(
+                adapter=vt.RedisStreamsAdapter(redis_server.url),
+                cluster_polling=vt.ClusterPolling(max_requests=limit, forward_timeout=5.0),
+            )
+
+            @sio.on("echo")
+            def echo(socket: vt.Socket, value: Any) -> Any:
+                return value
+
+            server = await nursery.start(sio.serve, "127.0.0.1", 0)
+            nodes.append(server.port)
+        a, b = nodes
+        status, body = await http(a, get())
+        assert status == 200
+        sid = json.loads(body[1 : body.index(b"}") + 1])["sid"]
+        assert sid.split(".")[0] != "" and "." in sid
+        # Socket.IO CONNECT through B, then its answer through B.
+        assert await http(b, post(sid, "40")) == (200, b"ok")
+        status, body = await http(b, get(sid))
+        assert status == 200 and body.startswith(b"40{"), body
+        # An acked event through B, its ack through A.
+        assert await http(b, post(sid, '421["echo","hi"]')) == (200, b"ok")
+        assert await http(a, get(sid)) == (200, b'431["hi"]')
+        # B may have one forwarded request in flight: a parked GET holds it, a POST gets 503.
+        async with trio.open_nursery() as inner:
+            inner.start_soon(http, b, get(sid))
+            await trio.sleep(0.5)
+            status, _ = await http(b, post(sid, '422["echo","x"]'))
+            assert status == 503
+            assert await http(a, post(sid, '422["echo","x"]')) == (200, b"ok")  # answers the parked GET
+        # The owner of this sid is not subscribed: 400 at once.
+        with trio.fail_after(2):
+            status, body = await http(b, get("0123456789ab.nosuchsession"))
+        assert status == 400 and json.loads(body) == {"code": 1, "message": "Session ID unknown"}
+        nursery.cancel_scope.cancel()

@@ -40,8 +40,9 @@ from ..engineio.server import (
     RefuseWebSocket,
     WebSocketChannel,
 )
+from ._cluster import ClusterConnectError
 from ._connection import WebSocketConnection
-from ._errors import ConnectionClosed
+from ._errors import BaseExceptionGroup, ConnectionClosed
 from ._http import Request
 from ._http_loop import TOO_LARGE, HttpConnection, Takeover, render_h11_response, send_bytes
 
@@ -153,19 +154,46 @@ class ClusterForwarder:
     # ------------------------------------------------------------------ Redis I/O
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        """Subscribe to this node's channel and publish the queue, until cancelled."""
+        """Subscribe to this node's channel and publish the queue, until cancelled; after a
+        lost Redis connection, reconnect with backoff (what was in flight fails: 400)."""
+        started = False
+        delay = 0.1
+        while True:
+            try:
+                await self._connection(task_status if not started else trio.TASK_STATUS_IGNORED)
+            except BaseException as exc:  # noqa: BLE001 - sorted below
+                # Cancelled (the server stops) wins over what the client library raises
+                # while its connections are torn down.
+                if isinstance(exc, BaseExceptionGroup):
+                    cancelled, rest = exc.split(trio.Cancelled)
+                else:
+                    cancelled, rest = (exc, None) if isinstance(exc, trio.Cancelled) else (None, exc)
+                if cancelled is not None:
+                    raise cancelled from None
+                if rest is not None and not isinstance(rest, Exception):
+                    raise
+                if not self.started.is_set():
+                    raise ClusterConnectError(f"cluster polling cannot reach Redis: {exc!r}") from None
+                logger.warning("cluster polling %s: Redis connection lost (%r); retry in %.2fs", self.node, exc, delay)
+            started = self.started.is_set()
+            await trio.sleep(delay)
+            delay = min(delay * 2, 2.0)
+
+    async def _connection(self, task_status: trio.TaskStatus[None]) -> None:
+        from coredis.retry import NoRetryPolicy
+
         channel = fw.node_channel(self.channel_prefix, self.node)
-        async with self._client_factory() as client, self._client_factory() as sub_client:
-            await client.ping()
-            async with sub_client.pubsub(ignore_subscribe_messages=True) as pubsub:
-                await pubsub.subscribe(channel)
-                async with trio.open_nursery() as nursery:
-                    self._nursery = nursery
-                    nursery.start_soon(self._publisher, client)
-                    nursery.start_soon(self._flusher)
-                    self.started.set()
-                    task_status.started()
-                    try:
+        try:
+            async with self._client_factory() as client:
+                await client.ping()
+                async with client.pubsub(retry_policy=NoRetryPolicy(), ignore_subscribe_messages=True) as pubsub:
+                    await pubsub.subscribe(channel)
+                    async with trio.open_nursery() as nursery:
+                        self._nursery = nursery
+                        nursery.start_soon(self._publisher, client)
+                        nursery.start_soon(self._flusher)
+                        self.started.set()
+                        task_status.started()
                         while True:
                             item = await pubsub.get_message(ignore_subscribe_messages=True)
                             if item is None or item.get("type") != "message":
@@ -177,11 +205,11 @@ class ClusterForwarder:
                                 logger.warning("dropped a forwarding message: %s", exc)
                                 continue
                             self._received(message)
-                    finally:
-                        self._nursery = None
-                        for pending in self._pending.values():
-                            pending.failed = True
-                            pending.event.set()
+        finally:
+            self._nursery = None
+            for pending in self._pending.values():
+                pending.failed = True
+                pending.event.set()
 
     async def _publisher(self, client: Any) -> None:
         async for node, data, rid in self._out_recv:
