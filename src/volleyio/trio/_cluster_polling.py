@@ -164,6 +164,8 @@ class ClusterForwarder:
             except BaseException as exc:  # noqa: BLE001 - sorted below
                 # Cancelled (the server stops) wins over what the client library raises
                 # while its connections are torn down.
+                cancelled: BaseException | None
+                rest: BaseException | None
                 if isinstance(exc, BaseExceptionGroup):
                     cancelled, rest = exc.split(trio.Cancelled)
                 else:
