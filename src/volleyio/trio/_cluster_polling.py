@@ -298,17 +298,16 @@ class ClusterForwarder:
             core.set_poll_waker(outcome.sid, lambda: self._wake_parked(outcome.sid))
             self._wake_parked(outcome.sid)
         elif isinstance(outcome, ReadBody):
-            body = message.body or b""
-            app._driving += 1
-            try:
-                if len(body) > outcome.limit:
-                    response = core.post_too_large(outcome.sid, now)
-                else:
-                    response = core.post_body(outcome.sid, body, now)
-            finally:
-                app._driving -= 1
-            app._pump_events()
-            self._reply(origin, message.rid, response)
+            session = app._sessions.get(outcome.sid)
+            if (
+                session is not None and app._on_event is None and session._inbox
+                and len(session._inbox) >= app.max_queue and self._nursery is not None
+            ):
+                # Backpressure as for a local POST: the body waits until the handler has
+                # room (the client sends no other POST before this one is answered).
+                self._nursery.start_soon(self._post_later, session, outcome, message)
+                return
+            self._post(outcome, message)
         elif isinstance(outcome, RefuseWebSocket):
             self._queue(origin, fw.Reply(message.rid, 0, raw=outcome.raw_response()))
         else:
@@ -325,6 +324,26 @@ class ClusterForwarder:
             wake = self._relay_wakers[key] = trio.Event()
             self._queue(origin, fw.Reply(message.rid, 101, [(k, v) for k, v in outcome.headers]))
             self._nursery.start_soon(self._relay, key, channel, wake)
+
+    def _post(self, outcome: ReadBody, message: fw.Forward) -> None:
+        app = self.app
+        core = app.core
+        body = message.body or b""
+        now = trio.current_time()
+        app._driving += 1
+        try:
+            if len(body) > outcome.limit:
+                response = core.post_too_large(outcome.sid, now)
+            else:
+                response = core.post_body(outcome.sid, body, now)
+        finally:
+            app._driving -= 1
+        app._pump_events()
+        self._reply(message.origin, message.rid, response)
+
+    async def _post_later(self, session: Any, outcome: ReadBody, message: fw.Forward) -> None:
+        await session._wait_room()
+        self._post(outcome, message)
 
     def _reply(self, origin: str, rid: int, response: HttpResponse) -> None:
         self._queue(origin, fw.Reply(rid, response.status, [(k, v) for k, v in response.headers], response.body))
