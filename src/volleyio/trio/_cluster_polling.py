@@ -145,7 +145,7 @@ class ClusterForwarder:
         #: Sids of the WebSockets this node relays to their owners.
         self.relayed: set[str] = set()
         #: Counters (forwarded requests, served for others, refused 503, timed out).
-        self.stats = {"forwarded": 0, "served": 0, "refused": 0, "timed_out": 0, "owner_gone": 0}
+        self.stats = {"forwarded": 0, "served": 0, "refused": 0, "timed_out": 0, "owner_gone": 0, "queue_full": 0}
 
     def owns(self, sid: str) -> bool:
         owner = fw.owner_of(sid)
@@ -224,10 +224,16 @@ class ClusterForwarder:
                     pending.event.set()
 
     def _queue(self, node: str, message: fw.ForwardMessage, rid: int = 0) -> bool:
+        item = (node, fw.encode(message), rid)
         try:
-            self._out_send.send_nowait((node, fw.encode(message), rid))
+            self._out_send.send_nowait(item)
         except trio.WouldBlock:
-            return False
+            if rid or self._nursery is None:
+                return False  # a new request: refused (503)
+            # A reply, cancel or close notice is never dropped: there are at most as many
+            # as the requests in flight (bounded by every node's ForwardBudget).
+            self.stats["queue_full"] += 1
+            self._nursery.start_soon(self._out_send.send, item)
         return True
 
     def _received(self, message: fw.ForwardMessage) -> None:
