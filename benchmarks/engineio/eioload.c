@@ -127,9 +127,19 @@ static void check_ack(conn_t *c, const char *d, size_t n) {
         check_failed("ack arguments differ from the event's", d, n);
 }
 
+/* EIOLOAD_SRC_SPREAD=K: session s connects from 127.0.(s % K + 1).1, so that a balancer
+ * hashing the client address (nginx ip_hash: first three octets) spreads the sessions. */
+static int src_spread, cur_sess;
+
 static int tcp_connect(void) {
     int fd = socket(AF_INET, SOCK_STREAM, 0);
     if (fd < 0) die("socket");
+    if (src_spread > 0) {
+        struct sockaddr_in src = {0};
+        src.sin_family = AF_INET;
+        src.sin_addr.s_addr = htonl((127u << 24) | ((unsigned)(cur_sess % src_spread + 1) << 8) | 1u);
+        if (bind(fd, (struct sockaddr *)&src, sizeof src) < 0) die("bind");
+    }
     struct sockaddr_in a = {0};
     a.sin_family = AF_INET;
     port = ports[next_port++ % nports];
@@ -145,6 +155,7 @@ static int tcp_connect(void) {
 
 static conn_t *new_conn(int role, int sess) {
     conn_t *c = &cs[ncs++];
+    cur_sess = sess;
     c->fd = tcp_connect();
     c->role = role;
     c->sess = sess;
@@ -592,6 +603,7 @@ int main(int argc, char **argv) {
         if (*p == ',') p++;
     }
     port = ports[0];
+    if (getenv("EIOLOAD_SRC_SPREAD")) src_spread = atoi(getenv("EIOLOAD_SRC_SPREAD"));
     path = argv[3];
     int nconn = atoi(argv[4]), inflight = atoi(argv[5]);
     msg_size = strtoul(argv[6], 0, 10);

@@ -291,6 +291,8 @@ class ServerConfig:
     # Hook on handshakes: return None to allow, or a refusal message (403, code 4).
     allow_request: Callable[[HttpRequest], str | None] | None = None
     sid_bytes: int = 18
+    # Put before every sid (a cluster node's ``<node>.``: see ``engineio.forwarding``).
+    sid_prefix: str = ""
 
     def __post_init__(self) -> None:
         for name in ("ping_interval_ms", "ping_timeout_ms", "upgrade_timeout_ms", "max_payload"):
@@ -794,6 +796,17 @@ class EngineIOServer:
         else:
             self._finish_closing(session)
 
+    def release_poll(self, sid: str) -> bool:
+        """Forget the parked GET of ``sid`` without answering it or ending the session
+        (it took no packets). For a cluster node whose forwarded GET was replaced by the
+        same client's retry through another node (the first one's node is gone)."""
+        session = self._parked.pop(sid, None)
+        if session is None:
+            return False
+        session._get_parked = False
+        session._poll_waker = None
+        return True
+
     def post_body(self, sid: str, body: bytes, now: float) -> HttpResponse:
         """The whole body of an accepted POST has been read."""
         session = self._sessions.get(sid)
@@ -845,9 +858,9 @@ class EngineIOServer:
     def _handshake(
         self, transport: str, request: HttpRequest, cors_headers: tuple[tuple[str, str], ...], now: float
     ) -> RequestOutcome:
-        sid = secrets.token_urlsafe(self.config.sid_bytes)
+        sid = self.config.sid_prefix + secrets.token_urlsafe(self.config.sid_bytes)
         while sid in self._sessions:  # pragma: no cover - 144 random bits never collide
-            sid = secrets.token_urlsafe(self.config.sid_bytes)
+            sid = self.config.sid_prefix + secrets.token_urlsafe(self.config.sid_bytes)
         session = Session(self, sid, transport, now)
         self._sessions[sid] = session
         self._totals["sessions_opened"] += 1

@@ -41,6 +41,7 @@ from ._errors import (
 )
 from ._http import Request, Response
 from ._http_loop import HttpConnection, RequestHead
+from ._cluster_polling import ClusterPolling
 from ._redis import RedisStreamsAdapter, ShardedRedisAdapter
 from ._server import HttpMount, WebSocketServer, serve
 from ._socketio_client import (
@@ -70,6 +71,7 @@ __all__ = [
     "AckError",
     "AdminUI",
     "ClusterAdapter",
+    "ClusterPolling",
     "ClusterConnectError",
     "ClusterUnavailableError",
     "ConnectError",

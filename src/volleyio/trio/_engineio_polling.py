@@ -90,6 +90,14 @@ async def handle_request(app: EngineIOApp, request: Request, http: HttpConnectio
         del handshake
 
     sid = query.get("sid")
+    forwarder = app.forwarder
+    if sid and forwarder is not None and not forwarder.owns(sid):
+        # Another node of the cluster owns this session: forward through Redis.
+        http.head = None
+        if accepted is not None:
+            return await forwarder.forward_websocket(http, request, accepted, path, query, headers)
+        await forwarder.forward_polling(http, method, path, query, headers)
+        return None
     # A handshake (or an error answer to one): keep a compact record for the session.
     record = None if sid else EngineIORequest(head.raw, http.remote, http.secure)
     del head

@@ -56,7 +56,7 @@ import dataclasses
 import logging
 from collections.abc import Awaitable, Callable, Mapping
 from types import MappingProxyType
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import trio
 
@@ -77,6 +77,9 @@ from ._errors import ConnectionClosed, EngineIOClosed
 from ._http import Request
 from ._http_loop import BODY_IDLE_TIMEOUT, HttpConnection, Takeover
 from ._server import WebSocketServer, serve
+
+if TYPE_CHECKING:
+    from ._cluster_polling import ClusterForwarder
 
 __all__ = [
     "BODY_IDLE_TIMEOUT",
@@ -160,6 +163,8 @@ class EngineIOApp:
         self._handshake_request: EngineIORequest | None = None
         #: Open WebSocket connections of this endpoint (main transports and probes).
         self.websockets: set[WebSocketConnection] = set()
+        #: Forwards requests of sessions other cluster nodes own (``cluster_polling``).
+        self.forwarder: ClusterForwarder | None = None
         self.core.set_timer_waker(self._timer_lot.unpark_all)
         self.core.set_event_waker(self._kick)
 
@@ -251,6 +256,8 @@ class EngineIOApp:
                 nursery.start_soon(self._timer_loop)
                 nursery.start_soon(self._event_loop)
                 nursery.start_soon(self._deferred_loop)
+                if self.forwarder is not None:
+                    await nursery.start(self.forwarder.run)
                 task_status.started()
         finally:
             self._nursery = None

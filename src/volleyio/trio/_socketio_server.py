@@ -104,6 +104,7 @@ the cluster-wide operations (``server_side_emit``, ``fetch_sockets``, ``sockets_
 from __future__ import annotations
 
 import builtins
+import dataclasses
 import inspect
 import logging
 import math
@@ -127,13 +128,16 @@ from ..socketio.server import (
     ConnectionRefusedError,
     DisconnectedError,
 )
+from ..engineio.forwarding import new_node_id, sid_prefix
 from ..metrics import LatencyHistogram
 from ._acks import Ack, wants_ack
 from ._admin import AdminAuth, AdminUI
 from ._cluster import ClusterAdapter
+from ._cluster_polling import ClusterForwarder, ClusterPolling
 from ._cluster_api import ClusterOperations
 from ._engineio_server import EngineIOApp, EngineIORequest, EngineIOSession
 from ._errors import EngineIOClosed
+from ._redis import _RedisAdapter
 
 __all__ = [
     "NO_ACK",
@@ -719,7 +723,10 @@ class SocketIOServer(ClusterOperations):
     ``RedisStreamsAdapter(url=...)`` joins a cluster), ``engineio_config`` (a full
     ``engineio.ServerConfig`` overriding the Engine.IO options above), ``serve_client``
     (serve the browser client at ``<path>socket.io.js`` etc., on by default; the
-    attribute of the same name switches it later).
+    attribute of the same name switches it later), ``cluster_polling`` (with a Redis
+    cluster adapter: ``True`` or a :class:`ClusterPolling` lets any node serve any
+    request of any session, so the balancer need not be sticky; see the "Cluster
+    adapters" page).
     """
 
     def __init__(
@@ -743,6 +750,7 @@ class SocketIOServer(ClusterOperations):
         engineio_config: _eio.ServerConfig | None = None,
         on_error: ErrorHook | None = None,
         serve_client: bool = True,
+        cluster_polling: bool | ClusterPolling = False,
     ) -> None:
         if not path.startswith("/"):
             raise ValueError("path must start with '/'")
@@ -772,7 +780,26 @@ class SocketIOServer(ClusterOperations):
         self._cluster = adapter if isinstance(adapter, ClusterAdapter) else None
         rooms: Adapter | None = self._cluster.rooms if self._cluster is not None else adapter  # type: ignore[assignment]
         #: The Engine.IO driver (its ``core`` is the sans-I/O ``EngineIOServer``).
+        if cluster_polling:
+            if not isinstance(self._cluster, _RedisAdapter):
+                raise ValueError("cluster_polling needs a Redis cluster adapter (RedisStreamsAdapter, ShardedRedisAdapter)")
+            options = cluster_polling if isinstance(cluster_polling, ClusterPolling) else ClusterPolling()
+            node = self._cluster.uid if self._cluster.uid and "." not in self._cluster.uid else new_node_id()
+            engineio_config = dataclasses.replace(engineio_config, sid_prefix=sid_prefix(node))
         self.engineio = EngineIOApp(self._session_handler, config=engineio_config)
+        if cluster_polling:
+            assert isinstance(self._cluster, _RedisAdapter)
+            self.engineio.forwarder = ClusterForwarder(
+                self.engineio,
+                self._cluster._client,
+                node,
+                channel_prefix=self._cluster.channel_prefix,
+                forward_timeout=options.forward_timeout,
+                max_requests=options.max_requests,
+                max_bytes=options.max_bytes,
+                max_queue=options.max_queue,
+                ws_queue=options.ws_queue,
+            )
         #: The sans-I/O Socket.IO core.
         self.core = _core.SocketIOServer(
             self.engineio,
