@@ -180,6 +180,11 @@ def encode_message_frames(
     return b"".join(frames)
 
 
+#: A pending frame's payload up to this size is unmasked in the copy that becomes the
+#: message (one pass); a larger one is unmasked in place in windows of this size first.
+_UNMASK_COPY_MAX = 64 * 1024
+
+
 class _PendingFrame:
     """A data frame whose header was received and whose payload is still arriving."""
 
@@ -202,7 +207,9 @@ class _PendingFrame:
         self.key = key
         self.utf8 = utf8
         self.fragmented = fragmented  # part of a fragmented message (for the 1007 reason)
-        self.payload = bytearray()  # unmasked, grows as the bytes arrive (never pre-sized)
+        # Grows as the bytes arrive (never pre-sized from the header); a text frame's is
+        # unmasked as it comes (to be validated), any other's when it is complete.
+        self.payload = bytearray()
 
 
 class WebSocketConnection:
@@ -547,16 +554,21 @@ class WebSocketConnection:
         if buffer is not None:
             del buffer[:consumed]
             if not buffer:
-                self._buffer = None
-        elif consumed < len(data):
-            self._buffer = bytearray(memoryview(data)[consumed:])
+                buffer = self._buffer = None
 
         if frames and self._handle_frames(frames):
             return
         if error is not None:
             self._fail(error[0], error[1])
-        elif self._buffer is not None and not self._discarding:
-            self._start_pending(self._buffer)
+        elif buffer is not None:
+            if self._start_pending(buffer):
+                self._buffer = None
+        elif consumed < len(data):
+            # The start of a frame: a data frame whose header is complete becomes the
+            # pending frame at once; anything else waits in the buffer.
+            tail = memoryview(data)[consumed:]
+            if not self._start_pending(tail):
+                self._buffer = bytearray(tail)
 
     def _handle_frames(self, frames: list[tuple[int, bool, int, Union[bytes, str]]]) -> bool:
         """Turn parsed frames into events; True when the rest of the input is to be ignored."""
@@ -606,7 +618,7 @@ class WebSocketConnection:
                 return True
         return False
 
-    def _start_pending(self, buffer: bytearray) -> None:
+    def _start_pending(self, buffer: BytesLike) -> bool:
         """The buffer holds the start of a frame: once its header is complete, check a
         data frame against its message's limits and collect its payload as it comes.
 
@@ -614,20 +626,22 @@ class WebSocketConnection:
         incomplete frame only after its checks pass). Here: the message's remaining size
         budget (1009 before the payload is read), the fragment count, the fragmentation
         rules (1002), and the text frame's UTF-8 as its payload arrives (1007).
+        True when the bytes were taken (or the connection failed), False when they are
+        to wait in the buffer (an incomplete header, a control frame).
         """
         have = len(buffer)
         if have < 2:
-            return
+            return False
         b0 = buffer[0]
         opcode = b0 & 0x0F
         if opcode > OP_BINARY:
-            return  # a control frame: at most 125 bytes, parsed when complete
+            return False  # a control frame: at most 125 bytes, parsed when complete
         b1 = buffer[1]
         length = b1 & 0x7F
         extended = 2 if length == 126 else 8 if length == 127 else 0
         header = 2 + extended + (4 if b1 & 0x80 else 0)
         if have < header:
-            return
+            return False
         if extended:
             length = int.from_bytes(buffer[2 : 2 + extended], "big")
         fin = bool(b0 & 0x80)
@@ -636,7 +650,7 @@ class WebSocketConnection:
         if opcode == OP_CONTINUATION:
             if not in_message:
                 self._fail(1002, "continuation frame without a message in progress")
-                return
+                return True
             compressed = bool(self._message_decoders)
             used = self._message_size
             text = self._message_opcode == OP_TEXT and not compressed
@@ -644,14 +658,14 @@ class WebSocketConnection:
         else:
             if in_message:
                 self._fail(1002, "new data frame while a fragmented message is in progress")
-                return
+                return True
             compressed = bool(rsv & self._allowed_rsv)
             used = 0
             text = opcode == OP_TEXT and not compressed
             fragments = 0
         if self.max_fragments is not None and fragments >= self.max_fragments:
             self._fail(1009, f"message spans more than {self.max_fragments} frames")
-            return
+            return True
         max_size = self.max_message_size
         if max_size is not None:
             budget = max_size - used
@@ -659,7 +673,7 @@ class WebSocketConnection:
                 budget += self._compressed_slack
             if length > budget:
                 self._fail(1009, f"message exceeds {max_size} bytes")
-                return
+                return True
         validator: _speedups.Utf8Validator | None = None
         if text:
             if opcode == OP_CONTINUATION and self._utf8 is not None:
@@ -671,9 +685,9 @@ class WebSocketConnection:
         key = bytes(buffer[header - 4 : header]) if b1 & 0x80 else None
         pending = _PendingFrame(opcode, fin, rsv, length, key, validator, not (opcode == OP_TEXT and fin))
         self._pending = pending
-        self._buffer = None
         if have > header:
             self._continue_pending(memoryview(buffer)[header:])
+        return True
 
     def _continue_pending(self, data: BytesLike) -> BytesLike | None:
         """Add received bytes to the pending frame; on completion, handle it and return
@@ -684,16 +698,17 @@ class WebSocketConnection:
         need = pending.length - len(payload)
         view = memoryview(data)
         piece: BytesLike = view[:need] if len(view) > need else view
+        key = pending.key
+        validator = pending.utf8
         if piece:
             start = len(payload)
-            payload += piece  # copied as received, then unmasked in place
-            key = pending.key
-            validator = pending.utf8
-            if key is not None or validator is not None:
+            payload += piece  # copied as received
+            if validator is not None:
+                # Text: unmasked in place as it arrives, and validated.
                 with memoryview(payload) as whole, whole[start:] as added:
                     if key is not None:
                         _speedups.mask_inplace(added, key, start)
-                    bad = validator is not None and validator.feed(added) != -1
+                    bad = validator.feed(added) != -1
                 if bad:
                     # Fail fast: the rest of the frame is never waited for.
                     self._fail(
@@ -712,7 +727,17 @@ class WebSocketConnection:
             except UnicodeDecodeError:
                 self._fail(1007, "invalid UTF-8 in text frame")
                 return None
+        elif key is None or validator is not None:
+            frame = (opcode, fin, rsv, bytes(payload))
+        elif len(payload) <= _UNMASK_COPY_MAX:
+            frame = (opcode, fin, rsv, _speedups.mask(payload, key))  # unmasked as it is copied
         else:
+            # Unmasked in place in windows (the pure twin's mask needs several times its
+            # input in temporaries), then copied once: about twice the frame at the peak.
+            with memoryview(payload) as whole:
+                for offset in range(0, len(payload), _UNMASK_COPY_MAX):
+                    with whole[offset : offset + _UNMASK_COPY_MAX] as window:
+                        _speedups.mask_inplace(window, key, offset)
             frame = (opcode, fin, rsv, bytes(payload))
         del payload, pending.payload
         if self._handle_frames([frame]):
