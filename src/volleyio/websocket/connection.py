@@ -180,6 +180,8 @@ def encode_message_frames(
     return b"".join(frames)
 
 
+_Frame = tuple[int, bool, int, Union[bytes, str]]
+
 #: A pending frame's payload up to this size is unmasked in the copy that becomes the
 #: message (one pass); a larger one is unmasked in place in windows of this size first.
 _UNMASK_COPY_MAX = 64 * 1024
@@ -537,11 +539,12 @@ class WebSocketConnection:
             return
         if self._discarding:
             return
+        completed = None
         if self._pending is not None:
-            rest = self._continue_pending(data)
-            if rest is None:
-                return
-            data = rest
+            step = self._continue_pending(data)
+            if step is None:
+                return  # still arriving, or the connection failed
+            completed, data = step
         buffer = self._buffer
         if buffer is not None:
             buffer += data
@@ -551,27 +554,13 @@ class WebSocketConnection:
         frames, consumed, error = _speedups.parse_frames(
             source, self._mask_required, self._max_frame, self._allowed_rsv, self._decode_text
         )
+        if completed is not None:
+            frames.insert(0, completed)
         if buffer is not None:
             del buffer[:consumed]
             if not buffer:
                 buffer = self._buffer = None
 
-        if frames and self._handle_frames(frames):
-            return
-        if error is not None:
-            self._fail(error[0], error[1])
-        elif buffer is not None:
-            if self._start_pending(buffer):
-                self._buffer = None
-        elif consumed < len(data):
-            # The start of a frame: a data frame whose header is complete becomes the
-            # pending frame at once; anything else waits in the buffer.
-            tail = memoryview(data)[consumed:]
-            if not self._start_pending(tail):
-                self._buffer = bytearray(tail)
-
-    def _handle_frames(self, frames: list[tuple[int, bool, int, Union[bytes, str]]]) -> bool:
-        """Turn parsed frames into events; True when the rest of the input is to be ignored."""
         events = self._events
         for frame in frames:
             opcode, fin, rsv, payload = frame
@@ -580,7 +569,7 @@ class WebSocketConnection:
                 # validated and decoded: the hot path.
                 if self._message_opcode is not None:
                     self._fail(1002, "new data frame while a fragmented message is in progress")
-                    return True
+                    return
                 if self.plain_messages:
                     events.append(payload)
                 elif self.stream_messages:
@@ -609,14 +598,24 @@ class WebSocketConnection:
                     self._receive_control_frame(opcode, payload)
             except ProtocolError as exc:
                 self._fail(exc.code, str(exc))
-                return True
+                return
             except Exception as exc:  # an extension broke: our fault, not the peer's
                 self._fail(1011, f"internal error: {type(exc).__name__}")
-                return True
+                return
             if self._discarding:
                 # A close frame arrived; anything after it is ignored (section 1.4).
-                return True
-        return False
+                return
+        if error is not None:
+            self._fail(error[0], error[1])
+        elif buffer is not None:
+            if self._start_pending(buffer):
+                self._buffer = None
+        elif consumed < len(data):
+            # The start of a frame: a data frame whose header is complete becomes the
+            # pending frame at once; anything else waits in the buffer.
+            tail = memoryview(data)[consumed:]
+            if not self._start_pending(tail):
+                self._buffer = bytearray(tail)
 
     def _start_pending(self, buffer: BytesLike) -> bool:
         """The buffer holds the start of a frame: once its header is complete, check a
@@ -686,12 +685,13 @@ class WebSocketConnection:
         pending = _PendingFrame(opcode, fin, rsv, length, key, validator, not (opcode == OP_TEXT and fin))
         self._pending = pending
         if have > header:
+            # Incomplete (parse_frames would have taken a complete frame): stays pending.
             self._continue_pending(memoryview(buffer)[header:])
         return True
 
-    def _continue_pending(self, data: BytesLike) -> BytesLike | None:
-        """Add received bytes to the pending frame; on completion, handle it and return
-        the bytes after it (None: everything was used, or the connection failed)."""
+    def _continue_pending(self, data: BytesLike) -> tuple[_Frame, BytesLike] | None:
+        """Add received bytes to the pending frame. None while it is incomplete (or when
+        the connection failed); once complete, the frame and the bytes after it."""
         pending = self._pending
         assert pending is not None
         payload = pending.payload
@@ -719,7 +719,7 @@ class WebSocketConnection:
             return None
         self._pending = None
         opcode, fin, rsv = pending.opcode, pending.fin, pending.rsv
-        frame: tuple[int, bool, int, Union[bytes, str]]
+        frame: _Frame
         if self._decode_text and opcode == OP_TEXT and fin and not rsv:
             # What parse_frames does for such a frame (decoded straight from the buffer).
             try:
@@ -740,10 +740,7 @@ class WebSocketConnection:
                         _speedups.mask_inplace(window, key, offset)
             frame = (opcode, fin, rsv, bytes(payload))
         del payload, pending.payload
-        if self._handle_frames([frame]):
-            return None
-        rest = view[need:]
-        return rest if rest else None
+        return frame, view[need:]
 
     def receive_eof(self) -> None:
         """The peer closed its side of the transport (same as ``receive_data(b"")``)."""
