@@ -180,6 +180,13 @@ def encode_message_frames(
     return b"".join(frames)
 
 
+_Frame = tuple[int, bool, int, Union[bytes, str]]
+
+#: A pending frame's payload up to this size is unmasked in the copy that becomes the
+#: message (one pass); a larger one is unmasked in place in windows of this size first.
+_UNMASK_COPY_MAX = 64 * 1024
+
+
 class _PendingFrame:
     """A data frame whose header was received and whose payload is still arriving."""
 
@@ -202,7 +209,9 @@ class _PendingFrame:
         self.key = key
         self.utf8 = utf8
         self.fragmented = fragmented  # part of a fragmented message (for the 1007 reason)
-        self.payload = bytearray()  # unmasked, grows as the bytes arrive (never pre-sized)
+        # Grows as the bytes arrive (never pre-sized from the header); a text frame's is
+        # unmasked as it comes (to be validated), any other's when it is complete.
+        self.payload = bytearray()
 
 
 class WebSocketConnection:
@@ -530,11 +539,12 @@ class WebSocketConnection:
             return
         if self._discarding:
             return
+        completed = None
         if self._pending is not None:
-            rest = self._continue_pending(data)
-            if rest is None:
-                return
-            data = rest
+            step = self._continue_pending(data)
+            if step is None:
+                return  # still arriving, or the connection failed
+            completed, data = step
         buffer = self._buffer
         if buffer is not None:
             buffer += data
@@ -544,22 +554,13 @@ class WebSocketConnection:
         frames, consumed, error = _speedups.parse_frames(
             source, self._mask_required, self._max_frame, self._allowed_rsv, self._decode_text
         )
+        if completed is not None:
+            frames.insert(0, completed)
         if buffer is not None:
             del buffer[:consumed]
             if not buffer:
-                self._buffer = None
-        elif consumed < len(data):
-            self._buffer = bytearray(memoryview(data)[consumed:])
+                buffer = self._buffer = None
 
-        if frames and self._handle_frames(frames):
-            return
-        if error is not None:
-            self._fail(error[0], error[1])
-        elif self._buffer is not None and not self._discarding:
-            self._start_pending(self._buffer)
-
-    def _handle_frames(self, frames: list[tuple[int, bool, int, Union[bytes, str]]]) -> bool:
-        """Turn parsed frames into events; True when the rest of the input is to be ignored."""
         events = self._events
         for frame in frames:
             opcode, fin, rsv, payload = frame
@@ -568,7 +569,7 @@ class WebSocketConnection:
                 # validated and decoded: the hot path.
                 if self._message_opcode is not None:
                     self._fail(1002, "new data frame while a fragmented message is in progress")
-                    return True
+                    return
                 if self.plain_messages:
                     events.append(payload)
                 elif self.stream_messages:
@@ -597,16 +598,26 @@ class WebSocketConnection:
                     self._receive_control_frame(opcode, payload)
             except ProtocolError as exc:
                 self._fail(exc.code, str(exc))
-                return True
+                return
             except Exception as exc:  # an extension broke: our fault, not the peer's
                 self._fail(1011, f"internal error: {type(exc).__name__}")
-                return True
+                return
             if self._discarding:
                 # A close frame arrived; anything after it is ignored (section 1.4).
-                return True
-        return False
+                return
+        if error is not None:
+            self._fail(error[0], error[1])
+        elif buffer is not None:
+            if self._start_pending(buffer):
+                self._buffer = None
+        elif consumed < len(data):
+            # The start of a frame: a data frame whose header is complete becomes the
+            # pending frame at once; anything else waits in the buffer.
+            tail = memoryview(data)[consumed:]
+            if not self._start_pending(tail):
+                self._buffer = bytearray(tail)
 
-    def _start_pending(self, buffer: bytearray) -> None:
+    def _start_pending(self, buffer: BytesLike) -> bool:
         """The buffer holds the start of a frame: once its header is complete, check a
         data frame against its message's limits and collect its payload as it comes.
 
@@ -614,20 +625,22 @@ class WebSocketConnection:
         incomplete frame only after its checks pass). Here: the message's remaining size
         budget (1009 before the payload is read), the fragment count, the fragmentation
         rules (1002), and the text frame's UTF-8 as its payload arrives (1007).
+        True when the bytes were taken (or the connection failed), False when they are
+        to wait in the buffer (an incomplete header, a control frame).
         """
         have = len(buffer)
         if have < 2:
-            return
+            return False
         b0 = buffer[0]
         opcode = b0 & 0x0F
         if opcode > OP_BINARY:
-            return  # a control frame: at most 125 bytes, parsed when complete
+            return False  # a control frame: at most 125 bytes, parsed when complete
         b1 = buffer[1]
         length = b1 & 0x7F
         extended = 2 if length == 126 else 8 if length == 127 else 0
         header = 2 + extended + (4 if b1 & 0x80 else 0)
         if have < header:
-            return
+            return False
         if extended:
             length = int.from_bytes(buffer[2 : 2 + extended], "big")
         fin = bool(b0 & 0x80)
@@ -636,7 +649,7 @@ class WebSocketConnection:
         if opcode == OP_CONTINUATION:
             if not in_message:
                 self._fail(1002, "continuation frame without a message in progress")
-                return
+                return True
             compressed = bool(self._message_decoders)
             used = self._message_size
             text = self._message_opcode == OP_TEXT and not compressed
@@ -644,14 +657,14 @@ class WebSocketConnection:
         else:
             if in_message:
                 self._fail(1002, "new data frame while a fragmented message is in progress")
-                return
+                return True
             compressed = bool(rsv & self._allowed_rsv)
             used = 0
             text = opcode == OP_TEXT and not compressed
             fragments = 0
         if self.max_fragments is not None and fragments >= self.max_fragments:
             self._fail(1009, f"message spans more than {self.max_fragments} frames")
-            return
+            return True
         max_size = self.max_message_size
         if max_size is not None:
             budget = max_size - used
@@ -659,7 +672,7 @@ class WebSocketConnection:
                 budget += self._compressed_slack
             if length > budget:
                 self._fail(1009, f"message exceeds {max_size} bytes")
-                return
+                return True
         validator: _speedups.Utf8Validator | None = None
         if text:
             if opcode == OP_CONTINUATION and self._utf8 is not None:
@@ -671,29 +684,31 @@ class WebSocketConnection:
         key = bytes(buffer[header - 4 : header]) if b1 & 0x80 else None
         pending = _PendingFrame(opcode, fin, rsv, length, key, validator, not (opcode == OP_TEXT and fin))
         self._pending = pending
-        self._buffer = None
         if have > header:
+            # Incomplete (parse_frames would have taken a complete frame): stays pending.
             self._continue_pending(memoryview(buffer)[header:])
+        return True
 
-    def _continue_pending(self, data: BytesLike) -> BytesLike | None:
-        """Add received bytes to the pending frame; on completion, handle it and return
-        the bytes after it (None: everything was used, or the connection failed)."""
+    def _continue_pending(self, data: BytesLike) -> tuple[_Frame, BytesLike] | None:
+        """Add received bytes to the pending frame. None while it is incomplete (or when
+        the connection failed); once complete, the frame and the bytes after it."""
         pending = self._pending
         assert pending is not None
         payload = pending.payload
         need = pending.length - len(payload)
         view = memoryview(data)
         piece: BytesLike = view[:need] if len(view) > need else view
+        key = pending.key
+        validator = pending.utf8
         if piece:
             start = len(payload)
-            payload += piece  # copied as received, then unmasked in place
-            key = pending.key
-            validator = pending.utf8
-            if key is not None or validator is not None:
+            payload += piece  # copied as received
+            if validator is not None:
+                # Text: unmasked in place as it arrives, and validated.
                 with memoryview(payload) as whole, whole[start:] as added:
                     if key is not None:
                         _speedups.mask_inplace(added, key, start)
-                    bad = validator is not None and validator.feed(added) != -1
+                    bad = validator.feed(added) != -1
                 if bad:
                     # Fail fast: the rest of the frame is never waited for.
                     self._fail(
@@ -704,7 +719,7 @@ class WebSocketConnection:
             return None
         self._pending = None
         opcode, fin, rsv = pending.opcode, pending.fin, pending.rsv
-        frame: tuple[int, bool, int, Union[bytes, str]]
+        frame: _Frame
         if self._decode_text and opcode == OP_TEXT and fin and not rsv:
             # What parse_frames does for such a frame (decoded straight from the buffer).
             try:
@@ -712,13 +727,20 @@ class WebSocketConnection:
             except UnicodeDecodeError:
                 self._fail(1007, "invalid UTF-8 in text frame")
                 return None
+        elif key is None or validator is not None:
+            frame = (opcode, fin, rsv, bytes(payload))
+        elif len(payload) <= _UNMASK_COPY_MAX:
+            frame = (opcode, fin, rsv, _speedups.mask(payload, key))  # unmasked as it is copied
         else:
+            # Unmasked in place in windows (the pure twin's mask needs several times its
+            # input in temporaries), then copied once: about twice the frame at the peak.
+            with memoryview(payload) as whole:
+                for offset in range(0, len(payload), _UNMASK_COPY_MAX):
+                    with whole[offset : offset + _UNMASK_COPY_MAX] as window:
+                        _speedups.mask_inplace(window, key, offset)
             frame = (opcode, fin, rsv, bytes(payload))
         del payload, pending.payload
-        if self._handle_frames([frame]):
-            return None
-        rest = view[need:]
-        return rest if rest else None
+        return frame, view[need:]
 
     def receive_eof(self) -> None:
         """The peer closed its side of the transport (same as ``receive_data(b"")``)."""
