@@ -11,6 +11,8 @@ What is measured:
 * unmask throughput (GB/s, 1 GB = 1e9 B) per call size. "copy" = returns a new bytes
   object, "in place" = XORs a bytearray. Each peer is measured in the mode it offers.
 * UTF-8 validation throughput (GB/s) vs CPython's ``bytes.decode('utf-8')``.
+* frame encoding: ns per ``encode_frame`` / ``encode_message`` call of each twin (the
+  send hot path; argument checks included).
 * frame parsing: a stream of 32-byte-payload masked text frames (38 B on the wire) cut
   into 64 KiB chunks (frames straddle chunk boundaries), every payload delivered as
   ``str``. volleyio: ``parse_frames`` per chunk, carrying the unconsumed tail. picows:
@@ -495,6 +497,38 @@ def bench_parse(repeats: int, nframes: int) -> dict[str, dict[str, Any]]:
     return {name: out[name] for name in cands}
 
 
+# ----------------------------------------------------------------------------- encode
+
+ENCODE_CASES: dict[str, tuple[str, tuple[Any, ...], dict[str, Any]]] = {
+    "encode_frame(1, 32 B)": ("encode_frame", (1, b"x" * 32), {}),
+    "encode_frame(2, 32 B, mask_key)": ("encode_frame", (2, b"x" * 32), {"mask_key": KEY}),
+    "encode_frame(0, 32 B, fin=False, rsv=4)": ("encode_frame", (0, b"x" * 32, False, 4), {}),
+    "encode_frame(2, 64 KiB)": ("encode_frame", (2, b"x" * 65536), {}),
+    "encode_message(32-char str)": ("encode_message", ("x" * 32,), {}),
+    "encode_message(32 B)": ("encode_message", (b"x" * 32,), {}),
+}
+
+
+def bench_encode(repeats: int) -> dict[str, dict[str, float]]:
+    """ns per call, per case and twin."""
+    impls = {"pure": _pure}
+    if _compiled is not None:
+        impls = {"compiled": _compiled, "pure": _pure}
+    out: dict[str, dict[str, float]] = {}
+    for label, (func_name, args, kwargs) in ENCODE_CASES.items():
+        fns: dict[str, Callable[[int], None]] = {}
+        for impl_name, module in impls.items():
+            func = getattr(module, func_name)
+
+            def loop(n: int, func: Callable[..., bytes] = func) -> None:
+                for _ in range(n):
+                    func(*args, **kwargs)
+
+            fns[impl_name] = loop
+        out[label] = interleaved_best(fns, repeats)
+    return out
+
+
 # ----------------------------------------------------------------------------- report
 
 
@@ -520,8 +554,9 @@ def main() -> None:
     }
     mask = bench_mask(repeats)
     utf8 = bench_utf8(repeats)
+    encode = bench_encode(repeats)
     parse = bench_parse(repeats, nframes=100_000)
-    results = {"env": env, "mask_GBps": mask, "utf8_GBps": utf8, "parse": parse}
+    results = {"env": env, "mask_GBps": mask, "utf8_GBps": utf8, "encode_ns": encode, "parse": parse}
 
     lines = []
     lines.append(f"CPU: {env['cpu']} ({env['cores']} cores), Python {env['python']}, "
@@ -543,6 +578,14 @@ def main() -> None:
     lines.append("|---|" + "---:|" * len(labels))
     for name, row in utf8.items():
         lines.append(f"| {name} | " + " | ".join(fmt(row[lab]) for lab in labels) + " |")
+    lines.append("")
+    lines.append("### Encode, ns per call (lower is better)")
+    lines.append("")
+    impl_names = list(next(iter(encode.values())).keys())
+    lines.append("| call | " + " | ".join(impl_names) + " |")
+    lines.append("|---|" + "---:|" * len(impl_names))
+    for label, row in encode.items():
+        lines.append(f"| {label} | " + " | ".join(fmt(row[name], 0) for name in impl_names) + " |")
     lines.append("")
     lines.append("### Parse 32-byte masked text frames from 64 KiB chunks to str")
     lines.append("")

@@ -9,9 +9,10 @@ AVX2/SSSE3 UTF-8 validation); this module is the thin, allocation-lean Python la
 and the whole frame-parsing loop.
 """
 
-from cpython.buffer cimport PyObject_GetBuffer, PyBuffer_Release, PyBUF_SIMPLE
+from cpython.buffer cimport PyObject_GetBuffer, PyBuffer_Release, PyObject_CheckBuffer, PyBUF_SIMPLE
 from cpython.bytes cimport PyBytes_FromStringAndSize, PyBytes_AS_STRING, PyBytes_GET_SIZE, PyBytes_CheckExact
 from cpython.bytearray cimport PyByteArray_CheckExact, PyByteArray_AS_STRING, PyByteArray_GET_SIZE
+from cpython.long cimport PyLong_CheckExact
 from libc.string cimport memcpy
 from libc.stdint cimport uint8_t, uint64_t
 
@@ -46,6 +47,24 @@ cdef enum:
     NOGIL_MIN = 131072
 
 cdef object _KEY_ERROR = "a WebSocket mask key is exactly 4 bytes"
+cdef object _CAST_NON_CONTIGUOUS = "memoryview: casts are restricted to C-contiguous views"
+
+# Argument checks (same order, types and messages as the pure twin): arguments are
+# checked in parameter order; a buffer argument must export the buffer protocol (the
+# TypeError below), integers go through __index__ (a float is a TypeError, never
+# truncated), flags are taken by truth value.
+
+
+cdef object _not_bytes_like(object obj):
+    return TypeError(f"a bytes-like object is required, not '{type(obj).__name__}'")
+
+
+cdef inline int _get_buffer(object obj, Py_buffer *view) except -1:
+    """PyBUF_SIMPLE export of ``obj``, with the twins' TypeError for a non-buffer."""
+    if not PyObject_CheckBuffer(obj):
+        raise _not_bytes_like(obj)
+    PyObject_GetBuffer(obj, view, PyBUF_SIMPLE)
+    return 0
 
 
 def _simd_info():
@@ -66,6 +85,8 @@ cdef inline int _load_key(object key, object offset, uint8_t *out) except -1:
     cdef const char *p
     cdef int shift, i
     if not PyBytes_CheckExact(key):
+        if not PyObject_CheckBuffer(key):
+            raise _not_bytes_like(key)
         key = bytes(key)
     if PyBytes_GET_SIZE(key) != 4:
         raise ValueError(_KEY_ERROR)
@@ -89,8 +110,8 @@ def mask(data, key, offset=0):
     cdef object out
     cdef uint8_t *dst
     cdef const uint8_t *src
-    _load_key(key, offset, k)
     if PyBytes_CheckExact(data):
+        _load_key(key, offset, k)
         n = PyBytes_GET_SIZE(data)
         out = PyBytes_FromStringAndSize(NULL, n)
         dst = <uint8_t *>PyBytes_AS_STRING(out)
@@ -107,6 +128,7 @@ def mask(data, key, offset=0):
         # Not a contiguous buffer: the pure twin accepts whatever ``bytes()`` does.
         return mask(bytes(data), key, offset)
     try:
+        _load_key(key, offset, k)
         n = view.len
         out = PyBytes_FromStringAndSize(NULL, n)
         dst = <uint8_t *>PyBytes_AS_STRING(out)
@@ -133,10 +155,12 @@ def mask_inplace(buffer, key, offset=0):
             _load_key(key, offset, k)
             vio_mask(<uint8_t *>PyByteArray_AS_STRING(buffer), <uint8_t *>PyByteArray_AS_STRING(buffer), n, k)
             return None
+    if not PyObject_CheckBuffer(buffer):
+        raise _not_bytes_like(buffer)
     try:
         PyObject_GetBuffer(buffer, &view, PyBUF_SIMPLE)
     except BufferError:
-        raise TypeError("memoryview: casts are restricted to C-contiguous views") from None
+        raise TypeError(_CAST_NON_CONTIGUOUS) from None
     try:
         if view.readonly:
             raise TypeError("mask_inplace needs a writable buffer")
@@ -160,7 +184,7 @@ def validate_utf8(data):
     cdef Py_ssize_t r
     if PyBytes_CheckExact(data) and PyBytes_GET_SIZE(data) < NOGIL_MIN:
         return vio_utf8_check(<const uint8_t *>PyBytes_AS_STRING(data), PyBytes_GET_SIZE(data))
-    PyObject_GetBuffer(data, &view, PyBUF_SIMPLE)
+    _get_buffer(data, &view)
     try:
         if view.len < NOGIL_MIN:
             r = vio_utf8_check(<const uint8_t *>view.buf, view.len)
@@ -178,7 +202,13 @@ cdef class Utf8Validator:
     cdef vio_utf8_state _st
     cdef bint _failed
 
-    def __cinit__(self):
+    def __cinit__(self, *args, **kwargs):
+        # Arguments are refused with the pure twin's (CPython's) words; a __cinit__
+        # without parameters would silently ignore them.
+        if kwargs:
+            raise TypeError(f"Utf8Validator.__init__() got an unexpected keyword argument '{next(iter(kwargs))}'")
+        if args:
+            raise TypeError(f"Utf8Validator.__init__() takes 1 positional argument but {len(args) + 1} were given")
         self._st.need = 0
         self._st.lo = 0x80
         self._st.hi = 0xBF
@@ -204,7 +234,7 @@ cdef class Utf8Validator:
         cdef Py_ssize_t r
         if self._failed:
             return 0
-        PyObject_GetBuffer(data, &view, PyBUF_SIMPLE)
+        _get_buffer(data, &view)
         try:
             if view.len < NOGIL_MIN:
                 r = vio_utf8_feed(&self._st, <const uint8_t *>view.buf, view.len)
@@ -280,8 +310,7 @@ def parse_frames(data, mask_required, max_payload, allowed_rsv, decode_text):
     cdef uint8_t b0, b1
     cdef int rsv, opcode, arsv
     cdef bint fin, masked
-    cdef bint mreq = True if mask_required else False
-    cdef bint dtext = True if decode_text else False
+    cdef bint mreq, dtext
     cdef uint64_t length, limit
     cdef bint limited
     cdef list frames = []
@@ -289,16 +318,23 @@ def parse_frames(data, mask_required, max_payload, allowed_rsv, decode_text):
     cdef object payload
     cdef const uint8_t *key
 
-    if max_payload < 0 or max_payload >= 0x8000000000000000:
-        limited = False
-        limit = 0
-    else:
-        limited = True
-        limit = <uint64_t>max_payload
-    arsv = <int>(allowed_rsv & 7)
-
-    PyObject_GetBuffer(data, &view, PyBUF_SIMPLE)
+    _get_buffer(data, &view)
     try:
+        # The other arguments, in parameter order (after data, as in the pure twin).
+        mreq = True if mask_required else False
+        if not PyLong_CheckExact(max_payload):
+            max_payload = PyNumber_Index(max_payload)
+        if not PyLong_CheckExact(allowed_rsv):
+            allowed_rsv = PyNumber_Index(allowed_rsv)
+        dtext = True if decode_text else False
+        if max_payload < 0 or max_payload >= 0x8000000000000000:
+            limited = False
+            limit = 0
+        else:
+            limited = True
+            limit = <uint64_t>max_payload
+        arsv = <int>(allowed_rsv & 7)
+
         buf = <const uint8_t *>view.buf
         end = view.len
         while end - pos >= 2:
@@ -428,16 +464,22 @@ def encode_frame(opcode, payload, fin=True, rsv=0, mask_key=None):
     cdef uint8_t k[4]
     cdef const uint8_t *key = NULL
     cdef int b0
+    # In parameter order, as in the pure twin; a float opcode/rsv is a TypeError.
+    if not PyLong_CheckExact(opcode):
+        opcode = PyNumber_Index(opcode)
     if not 0 <= opcode <= 0xF:
         raise ValueError(f"opcode out of range: {opcode}")
-    if not 0 <= rsv <= 0x7:
-        raise ValueError(f"rsv out of range: {rsv}")
-    b0 = (0x80 if fin else 0) | (<int>rsv << 4) | <int>opcode
-    if mask_key is not None:
-        _load_key(mask_key, 0, k)
-        key = k
-    PyObject_GetBuffer(payload, &view, PyBUF_SIMPLE)
+    _get_buffer(payload, &view)
     try:
+        b0 = (0x80 if fin else 0) | <int>opcode
+        if not PyLong_CheckExact(rsv):
+            rsv = PyNumber_Index(rsv)
+        if not 0 <= rsv <= 0x7:
+            raise ValueError(f"rsv out of range: {rsv}")
+        b0 |= <int>rsv << 4
+        if mask_key is not None:
+            _load_key(mask_key, 0, k)
+            key = k
         return _build_frame(b0, <const uint8_t *>view.buf, view.len, key)
     finally:
         PyBuffer_Release(&view)
@@ -452,7 +494,7 @@ def encode_message(message):
             return _build_frame(0x81, <const uint8_t *>PyUnicode_DATA(message), PyUnicode_GET_LENGTH(message), NULL)
         encoded = PyUnicode_AsUTF8String(message)
         return _build_frame(0x81, <const uint8_t *>PyBytes_AS_STRING(encoded), PyBytes_GET_SIZE(encoded), NULL)
-    PyObject_GetBuffer(message, &view, PyBUF_SIMPLE)
+    _get_buffer(message, &view)
     try:
         return _build_frame(0x82, <const uint8_t *>view.buf, view.len, NULL)
     finally:

@@ -55,6 +55,27 @@ async def echo_handler(ws: vt.WebSocketConnection) -> None:
         await ws.send(message)
 
 
+class EchoHandler(vt.MessageHandler):
+    """The callback-mode twin of :func:`echo_handler`."""
+
+    def on_message(self, ws: vt.WebSocketConnection, message: str | bytes) -> None:
+        ws.send_nowait(message)
+
+
+#: The two ways to serve a WebSocket connection; tests that apply to both take the
+#: ``handler_style`` fixture (tests/conftest.py) and serve ``echo_for(handler_style)``.
+HANDLER_STYLES = ("async", "callbacks")
+
+
+def echo_for(style: str) -> Any:
+    """An echo in ``style``: the ``async def`` echo_handler or an EchoHandler instance."""
+    if style == "async":
+        return echo_handler
+    if style == "callbacks":
+        return EchoHandler()
+    raise ValueError(f"unknown handler style {style!r}")
+
+
 async def start_server(
     nursery: trio.Nursery, handler: Callable[[vt.WebSocketConnection], Awaitable[Any]] = echo_handler,
     **options: Any,

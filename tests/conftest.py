@@ -1,4 +1,5 @@
-"""Every test runs once per available speedups implementation.
+"""Every test runs once per available speedups implementation (and WebSocket server
+tests that apply to both handler styles once per style: the ``handler_style`` fixture).
 
 When ``VOLLEYIO_EXPECT_COMPILED=1`` (set by the test command unless
 ``VOLLEYIO_NO_EXTENSIONS=1``), a missing compiled module is a failure, not a skip.
@@ -31,6 +32,16 @@ def speedups_impl(request: pytest.FixtureRequest) -> Iterator[str]:
         yield name
     finally:
         _speedups.select(previous)
+
+
+@pytest.fixture(params=("async", "callbacks"))
+def handler_style(request: pytest.FixtureRequest) -> str:
+    """The handler style of a WebSocket server test: ``"async"`` (an ``async def
+    handler(ws)``) or ``"callbacks"`` (a ``MessageHandler``). Tests that apply to both
+    take this fixture and serve ``_trio_support.echo_for(handler_style)`` (or their own
+    handler in each style), so they run once per style, like once per speedups twin."""
+    style: str = request.param
+    return style
 
 
 @pytest.fixture

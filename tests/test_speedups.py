@@ -1000,3 +1000,235 @@ def test_no_extensions_environment_offers_only_the_pure_twin() -> None:
     env = dict(os.environ, VOLLEYIO_NO_EXTENSIONS="1")
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["python", "['python']", "False"]
+
+
+# ------------------------------------------------- bad arguments: both twins say the same
+
+
+class _BadIndex:
+    def __index__(self) -> int:
+        raise RuntimeError("__index__ failed")
+
+
+class _BadBool:
+    def __bool__(self) -> bool:
+        raise RuntimeError("__bool__ failed")
+
+
+class _Int(int):
+    def __repr__(self) -> str:
+        return "_Int!"
+
+
+def _released() -> memoryview:
+    view = memoryview(b"abcd")
+    view.release()
+    return view
+
+
+#: Argument values that are wrong somewhere (and right elsewhere): every one is tried
+#: at every parameter of every function. Factories: buffers may be written to.
+ARGUMENT_VALUES: dict[str, object] = {
+    "float": lambda: 1.9,
+    "float-zero": lambda: 0.0,
+    "nan": lambda: float("nan"),
+    "inf": lambda: float("inf"),
+    "True": lambda: True,
+    "False": lambda: False,
+    "None": lambda: None,
+    "str": lambda: "abcd",
+    "str-empty": lambda: "",
+    "bytes": lambda: b"abcd",
+    "bytes-empty": lambda: b"",
+    "bytearray": lambda: bytearray(b"abcdefgh"),
+    "int-neg": lambda: -1,
+    "int-0": lambda: 0,
+    "int-1": lambda: 1,
+    "int-4": lambda: 4,
+    "int-7": lambda: 7,
+    "int-8": lambda: 8,
+    "int-15": lambda: 15,
+    "int-16": lambda: 16,
+    "int-2**63": lambda: 1 << 63,
+    "int-huge": lambda: 1 << 70,
+    "int-huge-neg": lambda: -(1 << 70),
+    "int-subclass": lambda: _Int(2),
+    "__index__": lambda: _Index(2),
+    "__index__-raises": lambda: _BadIndex(),
+    "__bool__-raises": lambda: _BadBool(),
+    "memoryview-readonly": lambda: memoryview(b"abcd"),
+    "memoryview-non-contiguous": lambda: memoryview(b"abcdefgh")[::2],
+    "memoryview-non-contiguous-writable": lambda: memoryview(bytearray(b"abcdefgh"))[::2],
+    "memoryview-ints": lambda: memoryview(bytearray(b"abcdefgh")).cast("i"),
+    "memoryview-released": _released,
+    "list": lambda: [1, 2, 3, 4],
+    "object": lambda: object(),
+}
+
+_TEXT_AND_RSV = frame(1, "é".encode(), rsv=4, key=KEY) + frame(1, b"ok", key=KEY)
+
+#: (name, how to call it on a module, parameter names, valid arguments) -- the valid
+#: call exercises every parameter (each one changes the result).
+TWIN_CALLS = {
+    "mask": (lambda m: m.mask, ("data", "key", "offset"), lambda: [b"abcdefgh", KEY, 1]),
+    "mask_inplace": (lambda m: m.mask_inplace, ("buffer", "key", "offset"), lambda: [bytearray(b"abcdefgh"), KEY, 1]),
+    "validate_utf8": (lambda m: m.validate_utf8, ("data",), lambda: [b"h\xc3\xa9"]),
+    "Utf8Validator.feed": (lambda m: m.Utf8Validator().feed, ("data",), lambda: [b"h\xc3"]),
+    "Utf8Validator.feed-pending": (
+        lambda m: _pending_validator(m).feed, ("data",), lambda: [b"\xa9"]
+    ),
+    "parse_frames": (
+        lambda m: m.parse_frames,
+        ("data", "mask_required", "max_payload", "allowed_rsv", "decode_text"),
+        lambda: [_TEXT_AND_RSV, True, 100, 4, True],
+    ),
+    "encode_frame": (
+        lambda m: m.encode_frame,
+        ("opcode", "payload", "fin", "rsv", "mask_key"),
+        lambda: [1, b"payload", False, 4, KEY],
+    ),
+    "encode_message": (lambda m: m.encode_message, ("message",), lambda: ["text"]),
+}
+
+
+def _pending_validator(module):  # type: ignore[no-untyped-def]
+    validator = module.Utf8Validator()
+    assert validator.feed(b"\xc3") == -1
+    return validator
+
+
+def _outcome(module, call: str, substitutions: dict[int, str], keywords: bool = False) -> tuple[object, ...]:
+    """What ``call`` does with the valid arguments, some replaced by ARGUMENT_VALUES:
+    ("ok", result, arguments after the call) or (exception type, message)."""
+    get, names, valid = TWIN_CALLS[call]
+    args = valid()
+    for position, value_name in substitutions.items():
+        args[position] = ARGUMENT_VALUES[value_name]()  # type: ignore[operator]
+    func = get(module)
+    try:
+        result = func(**dict(zip(names, args))) if keywords else func(*args)
+    except Exception as exc:  # noqa: BLE001 - the exception is the result compared
+        return type(exc), str(exc)
+    written = [bytes(a) if isinstance(a, bytearray) else None for a in args]
+    return "ok", result, written
+
+
+_SINGLE = [
+    pytest.param(call, position, value, id=f"{call}-{TWIN_CALLS[call][1][position]}={value}")
+    for call in TWIN_CALLS
+    for position in range(len(TWIN_CALLS[call][1]))
+    for value in ARGUMENT_VALUES
+]
+
+
+def test_twin_calls_are_valid_as_given(both):
+    pure, compiled = both
+    for call in TWIN_CALLS:
+        expected = _outcome(pure, call, {})
+        assert expected[0] == "ok", (call, expected)
+        assert _outcome(compiled, call, {}) == expected
+        assert _outcome(compiled, call, {}, keywords=True) == _outcome(pure, call, {}, keywords=True) == expected
+
+
+@pytest.mark.parametrize("call,position,value", _SINGLE)
+def test_twins_agree_on_every_argument_value(both, call, position, value):
+    pure, compiled = both
+    for keywords in (False, True):
+        assert _outcome(compiled, call, {position: value}, keywords) == _outcome(pure, call, {position: value}, keywords)
+
+
+@pytest.mark.parametrize("call", [c for c in TWIN_CALLS if len(TWIN_CALLS[c][1]) > 1])
+def test_twins_check_arguments_in_the_same_order(both, call):
+    # Every pair of parameters, every pair of values: with two bad arguments, both twins
+    # report the same one (the first in parameter order).
+    pure, compiled = both
+    count = len(TWIN_CALLS[call][1])
+    for first in range(count):
+        for second in range(first + 1, count):
+            for a in ARGUMENT_VALUES:
+                for b in ARGUMENT_VALUES:
+                    subs = {first: a, second: b}
+                    assert _outcome(compiled, call, subs) == _outcome(pure, call, subs), (call, subs)
+
+
+@pytest.mark.parametrize("call", [c for c in TWIN_CALLS if len(TWIN_CALLS[c][1]) > 1])
+def test_arguments_are_checked_left_to_right(sp, call):
+    count = len(TWIN_CALLS[call][1])
+    for first in range(count):
+        for a in ARGUMENT_VALUES:
+            alone = _outcome(sp, call, {first: a})
+            if alone[0] == "ok":
+                continue
+            for second in range(first + 1, count):
+                for b in ARGUMENT_VALUES:
+                    assert _outcome(sp, call, {first: a, second: b}) == alone, (call, first, a, second, b)
+
+
+@SETTINGS
+@given(
+    call=st.sampled_from(sorted(TWIN_CALLS)),
+    picks=st.lists(st.tuples(st.integers(0, 4), st.sampled_from(sorted(ARGUMENT_VALUES))), max_size=5),
+    keywords=st.booleans(),
+)
+def test_prop_twins_agree_on_any_arguments(both, call, picks, keywords):
+    pure, compiled = both
+    count = len(TWIN_CALLS[call][1])
+    subs = {position % count: value for position, value in picks}
+    assert _outcome(compiled, call, subs, keywords) == _outcome(pure, call, subs, keywords)
+
+
+def test_float_opcode_and_rsv_are_type_errors_not_truncated(sp):
+    # The compiled twin used to build opcode 1 from 1.9 (issue #12, point 5).
+    for args in ((1.9, b"x"), (1, b"x", True, 1.0), (True and 1.0, b"x")):
+        with pytest.raises(TypeError, match="'float' object cannot be interpreted as an integer"):
+            sp.encode_frame(*args)
+    # Anything with __index__ is an integer; bool included (it is an int).
+    assert sp.encode_frame(_Index(2), b"x", True, _Index(4)) == frame(2, b"x", rsv=4)
+    assert sp.encode_frame(True, b"x") == frame(1, b"x")
+    for bad in (1.0, "4", None):
+        with pytest.raises(TypeError):
+            sp.parse_frames(b"", True, bad, 0, True)
+        with pytest.raises(TypeError):
+            sp.parse_frames(b"", True, -1, bad, True)
+
+
+def test_mask_keys_are_bytes_like(sp):
+    # (an int used to be taken as bytes(4): a zero key, that is no masking at all)
+    for key in (4, "abcd", [1, 2, 3, 4], None, 1.5):
+        with pytest.raises(TypeError, match="a bytes-like object is required"):
+            sp.mask(b"data", key)
+        with pytest.raises(TypeError, match="a bytes-like object is required"):
+            sp.mask_inplace(bytearray(4), key)
+        if key is not None:  # None: no mask
+            with pytest.raises(TypeError, match="a bytes-like object is required"):
+                sp.encode_frame(1, b"data", mask_key=key)
+    # any buffer of 4 bytes is a key, whatever its shape or format
+    for key in (bytearray(KEY), memoryview(KEY + KEY)[::2], memoryview(bytearray(KEY)).cast("i")):
+        assert sp.mask(b"data", key) == ref_mask(b"data", bytes(memoryview(key).tobytes()))
+
+
+def test_argument_count_errors_are_type_errors(both):
+    # Wrong argument counts are refused by the calling machinery of each twin: the same
+    # exception type, worded by CPython for one and by Cython for the other.
+    pure, compiled = both
+    calls = [
+        ("mask", (b"x",)), ("mask_inplace", ()), ("validate_utf8", ()), ("validate_utf8", (b"", b"")),
+        ("parse_frames", (b"",)), ("encode_frame", (1,)), ("encode_message", ()), ("encode_message", ("a", "b")),
+    ]
+    for name, args in calls:
+        for module in (pure, compiled):
+            with pytest.raises(TypeError):
+                getattr(module, name)(*args)
+    # The validator's constructor says exactly the same in both.
+    for args, kwargs in (((1,), {}), ((), {"x": 1}), ((1, 2), {"x": 1, "y": 2})):
+        outcomes = []
+        for module in (pure, compiled):
+            with pytest.raises(TypeError) as caught:
+                module.Utf8Validator(*args, **kwargs)
+            outcomes.append(str(caught.value))
+        assert outcomes[0] == outcomes[1]
+    for module in (pure, compiled):
+        with pytest.raises(TypeError):
+            module.encode_frame(1, b"x", bogus=1)
+        with pytest.raises(TypeError):
+            module.Utf8Validator().feed()

@@ -11,7 +11,7 @@ import trio
 
 import volleyio.trio as vt
 from volleyio import _speedups
-from _trio_support import TEST_TIMEOUT, echo_handler, free_port, read_http_response, start_server
+from _trio_support import TEST_TIMEOUT, echo_for, echo_handler, free_port, read_http_response, start_server
 
 KEY = "dGhlIHNhbXBsZSBub25jZQ=="
 
@@ -187,10 +187,10 @@ async def test_process_request_serves_plain_http_and_origin_policy() -> None:
 # ------------------------------------------------------------------ message limits and bad input
 
 
-async def test_message_limits_close_1009() -> None:
+async def test_message_limits_close_1009(handler_style: str) -> None:
     with trio.fail_after(TEST_TIMEOUT):
         async with trio.open_nursery() as nursery:
-            server = await start_server(nursery, max_message_size=1000, max_fragments=8)
+            server = await start_server(nursery, echo_for(handler_style), max_message_size=1000, max_fragments=8)
             async with vt.connect(f"ws://127.0.0.1:{server.port}/") as ws:
                 await ws.send(b"x" * 1000)
                 assert await ws.receive() == b"x" * 1000
@@ -223,10 +223,10 @@ async def test_message_limits_close_1009() -> None:
         ([(0x8, struct.pack("!H", 999), True, True)], 1002),  # invalid close code
     ],
 )
-async def test_bad_input_closes_only_that_peer(frames: list[tuple[int, bytes, bool, bool]], code: int) -> None:
+async def test_bad_input_closes_only_that_peer(frames: list[tuple[int, bytes, bool, bool]], code: int, handler_style: str) -> None:
     with trio.fail_after(TEST_TIMEOUT):
         async with trio.open_nursery() as nursery:
-            server = await start_server(nursery)
+            server = await start_server(nursery, echo_for(handler_style))
             async with vt.connect(f"ws://127.0.0.1:{server.port}/") as good:
                 raw = await RawClient.open(server.port)
                 for opcode, payload, fin, masked in frames:
@@ -239,10 +239,10 @@ async def test_bad_input_closes_only_that_peer(frames: list[tuple[int, bytes, bo
             server.shutdown()
 
 
-async def test_text_fragment_fails_fast_on_first_bad_byte() -> None:
+async def test_text_fragment_fails_fast_on_first_bad_byte(handler_style: str) -> None:
     with trio.fail_after(TEST_TIMEOUT):
         async with trio.open_nursery() as nursery:
-            server = await start_server(nursery)
+            server = await start_server(nursery, echo_for(handler_style))
             raw = await RawClient.open(server.port)
             await raw.send_frame(0x1, b"valid", fin=False)
             await raw.send_frame(0x0, b"\xc0", fin=False)  # bad byte; the message never finishes
@@ -484,10 +484,10 @@ async def test_no_exception_group_leaks_from_connect_and_handler_errors() -> Non
             nursery.cancel_scope.cancel()
 
 
-async def test_ping_is_bounded_by_a_cancel_scope_and_counts() -> None:
+async def test_ping_is_bounded_by_a_cancel_scope_and_counts(handler_style: str) -> None:
     with trio.fail_after(TEST_TIMEOUT):
         async with trio.open_nursery() as nursery:
-            server = await start_server(nursery)
+            server = await start_server(nursery, echo_for(handler_style))
             async with vt.connect(f"ws://127.0.0.1:{server.port}/", ping_interval=None) as ws:
                 await ws.ping(b"1")
                 await ws.ping()
@@ -498,10 +498,10 @@ async def test_ping_is_bounded_by_a_cancel_scope_and_counts() -> None:
             server.shutdown()
 
 
-async def test_send_after_close_raises_connection_closed() -> None:
+async def test_send_after_close_raises_connection_closed(handler_style: str) -> None:
     with trio.fail_after(TEST_TIMEOUT):
         async with trio.open_nursery() as nursery:
-            server = await start_server(nursery)
+            server = await start_server(nursery, echo_for(handler_style))
             async with vt.connect(f"ws://127.0.0.1:{server.port}/") as ws:
                 await ws.close()
                 with pytest.raises(vt.ConnectionClosedOK):
@@ -580,10 +580,10 @@ async def test_coalesced_replies_are_flushed_when_the_handler_stops_receiving() 
             server.shutdown()
 
 
-async def test_batched_echo_keeps_order_across_many_messages() -> None:
+async def test_batched_echo_keeps_order_across_many_messages(handler_style: str) -> None:
     with trio.fail_after(TEST_TIMEOUT):
         async with trio.open_nursery() as nursery:
-            server = await start_server(nursery)
+            server = await start_server(nursery, echo_for(handler_style))
             client = await RawClient.open(server.port)
             key = b"\x01\x02\x03\x04"
             messages = [str(i).encode() * (1 + i % 7) for i in range(300)]

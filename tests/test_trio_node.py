@@ -39,16 +39,28 @@ def _expected_big() -> tuple[int, int]:
 
 
 @pytest.mark.parametrize("compression", [None, "deflate"])
-async def test_node_ws_client_against_volleyio_server(node: str, compression: str | None) -> None:
+async def test_node_ws_client_against_volleyio_server(node: str, compression: str | None, handler_style: str) -> None:
     seen: dict[str, Any] = {}
 
-    async def handler(ws: vt.WebSocketConnection) -> None:
+    async def echo(ws: vt.WebSocketConnection) -> None:
         seen["extensions"] = [e.name for e in ws.extensions]
         try:
             await echo_handler(ws)
         except vt.ConnectionClosed as exc:  # pragma: no cover - reported below
             seen["error"] = exc
         seen["close"] = (ws.close_code, ws.close_reason)
+
+    class Echo(vt.MessageHandler):
+        def on_open(self, ws: vt.WebSocketConnection) -> None:
+            seen["extensions"] = [e.name for e in ws.extensions]
+
+        def on_message(self, ws: vt.WebSocketConnection, message: str | bytes) -> None:
+            ws.send_nowait(message)
+
+        def on_close(self, ws: vt.WebSocketConnection) -> None:
+            seen["close"] = (ws.close_code, ws.close_reason)
+
+    handler: Any = echo if handler_style == "async" else Echo()
 
     with trio.fail_after(TEST_TIMEOUT):
         async with trio.open_nursery() as nursery:

@@ -13,15 +13,15 @@ from websockets.trio.client import connect as ws_connect
 from websockets.trio.server import serve as ws_serve
 
 import volleyio.trio as vt
-from _trio_support import TEST_TIMEOUT, Certs, echo_handler, start_server
+from _trio_support import TEST_TIMEOUT, Certs, echo_for, echo_handler, start_server
 
 pytestmark = pytest.mark.interop
 
 
-async def test_text_binary_large_echo_websockets_client() -> None:
+async def test_text_binary_large_echo_websockets_client(handler_style: str) -> None:
     with trio.fail_after(TEST_TIMEOUT):
         async with trio.open_nursery() as nursery:
-            server = await start_server(nursery)
+            server = await start_server(nursery, echo_for(handler_style))
             async with ws_connect(f"ws://127.0.0.1:{server.port}/", compression=None) as ws:
                 await ws.send("héllo ✓")
                 assert await ws.recv() == "héllo ✓"
@@ -38,10 +38,10 @@ async def test_text_binary_large_echo_websockets_client() -> None:
             server.shutdown()
 
 
-async def test_fragmented_messages_from_websockets_client() -> None:
+async def test_fragmented_messages_from_websockets_client(handler_style: str) -> None:
     with trio.fail_after(TEST_TIMEOUT):
         async with trio.open_nursery() as nursery:
-            server = await start_server(nursery)
+            server = await start_server(nursery, echo_for(handler_style))
             async with ws_connect(f"ws://127.0.0.1:{server.port}/", compression=None) as ws:
                 # A multi-byte character split across fragments.
                 await ws.send(["ab", "c€", "d", "😀"])
@@ -152,7 +152,7 @@ async def test_subprotocol_and_headers_with_websockets_client() -> None:
     assert seen == {"subprotocol": "chat.v2", "token": "t0k"}
 
 
-async def test_process_request_rejects_with_status() -> None:
+async def test_process_request_rejects_with_status(handler_style: str) -> None:
     async def auth(request: vt.Request) -> vt.Response | None:
         if request.header("authorization") != "Bearer good":
             return vt.Response.text(401)
@@ -160,7 +160,7 @@ async def test_process_request_rejects_with_status() -> None:
 
     with trio.fail_after(TEST_TIMEOUT):
         async with trio.open_nursery() as nursery:
-            server = await start_server(nursery, process_request=auth)
+            server = await start_server(nursery, echo_for(handler_style), process_request=auth)
             with pytest.raises(InvalidStatus) as info:
                 async with ws_connect(f"ws://127.0.0.1:{server.port}/", compression=None):
                     pass
@@ -174,11 +174,11 @@ async def test_process_request_rejects_with_status() -> None:
             server.shutdown()
 
 
-async def test_tls_with_websockets_client(tmp_path: Path) -> None:
+async def test_tls_with_websockets_client(tmp_path: Path, handler_style: str) -> None:
     certs = Certs(tmp_path)
     with trio.fail_after(TEST_TIMEOUT):
         async with trio.open_nursery() as nursery:
-            server = await start_server(nursery, ssl_context=certs.server_context)
+            server = await start_server(nursery, echo_for(handler_style), ssl_context=certs.server_context)
             async with ws_connect(
                 f"wss://127.0.0.1:{server.port}/", ssl=certs.client_context, compression=None
             ) as ws:
@@ -190,7 +190,7 @@ async def test_tls_with_websockets_client(tmp_path: Path) -> None:
             server.shutdown()
 
 
-async def test_asyncio_websockets_client_in_a_thread() -> None:
+async def test_asyncio_websockets_client_in_a_thread(handler_style: str) -> None:
     from websockets.asyncio.client import connect as aio_connect
 
     async def client(port: int) -> list[object]:
@@ -203,7 +203,7 @@ async def test_asyncio_websockets_client_in_a_thread() -> None:
 
     with trio.fail_after(TEST_TIMEOUT):
         async with trio.open_nursery() as nursery:
-            server = await start_server(nursery)
+            server = await start_server(nursery, echo_for(handler_style))
             got = await trio.to_thread.run_sync(lambda: asyncio.run(client(server.port)))
             server.shutdown()
     assert got == ["one", b"two", "three" * 10_000]

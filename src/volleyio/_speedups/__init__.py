@@ -21,6 +21,16 @@ by ``mask``, is a TypeError for ``mask_inplace`` (it cannot be written in place)
 BufferError everywhere else. ``offset`` must be an integer (``__index__``); a float
 is a TypeError.
 
+Bad arguments get the same exception, with the same message, from both twins, and
+arguments are checked in parameter order (the first bad one is reported): a buffer
+argument that is not bytes-like is ``TypeError("a bytes-like object is required, not
+'T'")``; an integer argument (``offset``, ``opcode``, ``rsv``, ``max_payload``,
+``allowed_rsv``) goes through ``__index__``, so a float is a TypeError, never
+truncated; ``opcode`` outside 0..15 and ``rsv`` outside 0..7 are ValueError; flags
+(``fin``, ``mask_required``, ``decode_text``) are taken by truth value; a mask ``key``
+is any bytes-like object of exactly 4 bytes (else TypeError / ValueError). Only the
+wording of a wrong argument *count* differs (CPython's vs Cython's TypeError).
+
 ``mask(data, key, offset=0) -> bytes``
     XOR ``data`` with the 4-byte ``key``, starting at key byte ``offset % 4``.
 ``mask_inplace(buffer, key, offset=0) -> None``

@@ -24,15 +24,28 @@ _unpack_q = struct.Struct("!Q").unpack_from
 _KNOWN_OPCODES = frozenset((0x0, 0x1, 0x2, 0x8, 0x9, 0xA))
 
 
+# The message CPython's PyBUF_SIMPLE request gives, which is what the compiled twin raises.
+_NOT_C_CONTIGUOUS = "memoryview: underlying buffer is not C-contiguous"
+# What a memoryview cast of a non-contiguous view raises (mask_inplace's TypeError).
+_CAST_NON_CONTIGUOUS = "memoryview: casts are restricted to C-contiguous views"
+
+
+def _not_bytes_like(obj: object) -> TypeError:
+    """The TypeError both twins raise for an argument that is not a buffer."""
+    return TypeError(f"a bytes-like object is required, not '{type(obj).__name__}'")
+
+
 def _check_key(key: Buffer) -> bytes:
-    key = bytes(key)
+    """The 4 bytes of a mask key given as any bytes-like object (copied if need be)."""
+    if type(key) is not bytes:
+        try:
+            view = memoryview(key)
+        except TypeError:
+            raise _not_bytes_like(key) from None
+        key = view.tobytes()
     if len(key) != 4:
         raise ValueError("a WebSocket mask key is exactly 4 bytes")
     return key
-
-
-# The message CPython's PyBUF_SIMPLE request gives, which is what the compiled twin raises.
-_NOT_C_CONTIGUOUS = "memoryview: underlying buffer is not C-contiguous"
 
 
 def _byte_view(data: Buffer) -> memoryview:
@@ -42,7 +55,10 @@ def _byte_view(data: Buffer) -> memoryview:
     always works on the byte length, so the pure one must too. A non-contiguous buffer
     raises BufferError, as the compiled twin's PyBUF_SIMPLE buffer request does.
     """
-    view = memoryview(data)
+    try:
+        view = memoryview(data)
+    except TypeError:
+        raise _not_bytes_like(data) from None
     if not view.c_contiguous:
         raise BufferError(_NOT_C_CONTIGUOUS)
     return view.cast("B")
@@ -50,10 +66,6 @@ def _byte_view(data: Buffer) -> memoryview:
 
 def mask(data: Buffer, key: Buffer, offset: int = 0) -> bytes:
     """Return ``data`` XORed with ``key`` repeated, starting at key byte ``offset % 4``."""
-    key = _check_key(key)
-    if type(offset) is not int:
-        # Rejects floats (TypeError) and accepts anything with __index__, like the compiled twin.
-        offset = _index(offset)
     if type(data) is not bytes and type(data) is not bytearray:
         try:
             view = memoryview(data)
@@ -63,6 +75,10 @@ def mask(data: Buffer, key: Buffer, offset: int = 0) -> bytes:
         else:
             # A non-contiguous view is copied (the compiled twin does the same).
             data = view.cast("B") if view.c_contiguous else view.tobytes()
+    key = _check_key(key)
+    if type(offset) is not int:
+        # Rejects floats (TypeError) and accepts anything with __index__, like the compiled twin.
+        offset = _index(offset)
     n = len(data)
     if n == 0:
         return b""
@@ -76,11 +92,15 @@ def mask(data: Buffer, key: Buffer, offset: int = 0) -> bytes:
 
 def mask_inplace(buffer: Union[bytearray, memoryview], key: Buffer, offset: int = 0) -> None:
     """XOR a writable buffer with ``key`` in place, starting at key byte ``offset % 4``."""
-    view = memoryview(buffer)
+    try:
+        view = memoryview(buffer)
+    except TypeError:
+        raise _not_bytes_like(buffer) from None
+    if not view.c_contiguous:
+        # It cannot be written in one go: TypeError (what a cast says), in both twins.
+        raise TypeError(_CAST_NON_CONTIGUOUS)
     if view.readonly:
         raise TypeError("mask_inplace needs a writable buffer")
-    # A non-contiguous view cannot be written in one go; TypeError (from the cast) is
-    # what both twins raise for it.
     view = view.cast("B")
     view[:] = mask(view, key, offset)
 
@@ -97,11 +117,13 @@ def _first_bad_byte(exc: UnicodeDecodeError, length: int) -> int:
 
 def validate_utf8(data: Buffer) -> int:
     """-1 if valid and complete; else the offset of the first bad byte (len if truncated)."""
+    if type(data) is not bytes:
+        # The offsets in a UnicodeDecodeError are byte offsets; so must the length be.
+        data = _byte_view(data)
     try:
         _utf8_decode(data, "strict", True)
     except UnicodeDecodeError as exc:
-        # The offsets in ``exc`` are byte offsets; so must the length be.
-        return _first_bad_byte(exc, len(data) if type(data) is bytes else memoryview(data).nbytes)
+        return _first_bad_byte(exc, len(data))
     return -1
 
 
@@ -163,10 +185,18 @@ def parse_frames(
     single frame's payload length (negative: no bound); a longer frame is error 1009
     as soon as its header is complete, before its payload has arrived.
     ``allowed_rsv`` is a bit mask of the RSV bits (0x4 = RSV1, 0x2 = RSV2, 0x1 =
-    RSV3) that negotiated extensions may set on the *first* frame of a data message;
-    continuation and control frames must never carry RSV bits.
+    RSV3) that negotiated extensions may set on the *first* frame of a data message
+    (bits above ``0x7`` are ignored); continuation and control frames must never carry
+    RSV bits. ``mask_required`` and ``decode_text`` are taken by truth value.
     """
+    # Arguments are checked in parameter order, as in the compiled twin.
     view = _byte_view(data)
+    mask_required = True if mask_required else False
+    if type(max_payload) is not int:
+        max_payload = _index(max_payload)
+    if type(allowed_rsv) is not int:
+        allowed_rsv = _index(allowed_rsv)
+    decode_text = True if decode_text else False
     end = len(view)
     pos = 0
     frames: list[Frame] = []
@@ -242,24 +272,31 @@ def encode_frame(
     mask_key: Buffer | None = None,
 ) -> bytes:
     """Serialize one frame with the shortest length encoding."""
+    # Arguments are checked in parameter order, as in the compiled twin. Integers may be
+    # anything with __index__ (a float is a TypeError, never truncated).
+    if type(opcode) is not int:
+        opcode = _index(opcode)
     if not 0 <= opcode <= 0xF:
         raise ValueError(f"opcode out of range: {opcode}")
-    if not 0 <= rsv <= 0x7:
-        raise ValueError(f"rsv out of range: {rsv}")
     if type(payload) is not bytes:
         payload = _byte_view(payload)
+    b0 = (0x80 if fin else 0) | opcode
+    if type(rsv) is not int:
+        rsv = _index(rsv)
+    if not 0 <= rsv <= 0x7:
+        raise ValueError(f"rsv out of range: {rsv}")
+    b0 |= rsv << 4
+    key = None if mask_key is None else _check_key(mask_key)
     length = len(payload)
-    b0 = (0x80 if fin else 0) | (rsv << 4) | opcode
-    mask_bit = 0x80 if mask_key is not None else 0
+    mask_bit = 0x80 if key is not None else 0
     if length < 126:
         header = bytes((b0, mask_bit | length))
     elif length < 0x10000:
         header = bytes((b0, mask_bit | 126)) + length.to_bytes(2, "big")
     else:
         header = bytes((b0, mask_bit | 127)) + length.to_bytes(8, "big")
-    if mask_key is None:
+    if key is None:
         return header + bytes(payload)
-    key = _check_key(mask_key)
     return header + key + mask(payload, key)
 
 

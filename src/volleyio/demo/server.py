@@ -74,7 +74,7 @@ def _parse_ws_chat(raw: str | bytes) -> tuple[str, str] | str:
         return "send chat messages as JSON text"
     try:
         message = json.loads(raw)
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: nested too deeply
         return "not JSON"
     if not isinstance(message, dict) or message.get("type") != "chat":
         return 'expected {"type": "chat", "name": ..., "text": ...}'

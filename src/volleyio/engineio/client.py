@@ -400,7 +400,7 @@ class EngineIOClient:
                 isinstance(v, int) and not isinstance(v, bool) and v >= 0
                 for v in (ping_interval, ping_timeout, max_payload)
             )
-        except (ValueError, TypeError, KeyError):
+        except (ValueError, TypeError, KeyError, RecursionError):  # RecursionError: nested too deeply
             valid = False
         if not valid:
             self._close("parse error", "invalid open packet")

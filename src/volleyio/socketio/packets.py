@@ -21,6 +21,7 @@ import re
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
+from itertools import accumulate
 from typing import Any, TypeVar
 
 from ..errors import ProtocolError
@@ -122,23 +123,29 @@ def _with_recursion_headroom(func: Callable[[], _T], depth: int) -> _T:
             sys.setrecursionlimit(previous)
 
 
-_STRING_OR_BRACKET = re.compile(r'"(?:[^"\\]|\\.)*"|[\[\]{}]', re.DOTALL)
+# The nesting-depth pre-check, in a few linear C-level passes (no per-token Python loop,
+# no regex that can rescan): drop every escape pair (a backslash and the character it
+# escapes), then everything between quote pairs (an unterminated string runs to the end),
+# then everything but brackets, and take the running maximum of the bracket depth.
+# On valid JSON this is exactly the nesting depth. On invalid JSON it may differ only
+# after the first syntax error -- where the JSON scanner stops, so it never recurses
+# past what this counted.
+_ESCAPE_PAIR = re.compile(r"\\.", re.DOTALL)
+_NOT_BRACKETS = re.compile(r"[^\[\]{}]+")
+_DEPTH_STEP = {"[": 1, "{": 1, "]": -1, "}": -1}.__getitem__
 
 
 def _text_depth_exceeds(text: str, max_depth: int) -> bool:
+    """True if the JSON ``text`` nests deeper than ``max_depth`` (linear time)."""
     # Cheap pre-check: fewer opening brackets than the cap cannot nest deeper than it.
     if text.count("[") + text.count("{") <= max_depth:
         return False
-    depth = 0
-    for match in _STRING_OR_BRACKET.finditer(text):
-        token = match.group()
-        if token in ("[", "{"):
-            depth += 1
-            if depth > max_depth:
-                return True
-        elif token in ("]", "}"):
-            depth -= 1
-    return False
+    if '"' in text:
+        if "\\" in text:
+            text = _ESCAPE_PAIR.sub("", text)
+        text = "".join(text.split('"')[::2])
+    brackets = _NOT_BRACKETS.sub("", text)
+    return max(accumulate(map(_DEPTH_STEP, brackets)), default=0) > max_depth
 
 
 def _parse_constant(name: str) -> Any:

@@ -51,8 +51,10 @@ from .. import websocket as _ws
 from ..websocket.events import CloseReceived as _CloseReceived
 from ..websocket.events import ConnectionClosed as _WSClosed
 from ..websocket.events import MessageChunk as _MessageChunk
+from ..websocket.events import Ping as _Ping
 from ..websocket.events import Pong as _Pong
 from ..errors import ConnectionClosedError as _CoreClosedError
+from ..websocket.connection import encode_close_payload
 from ._errors import ConnectionClosed, closed_exception
 from ._waiting import ReceiverWait
 
@@ -124,6 +126,15 @@ class _Closed:
 
 
 _CLOSED_SENTINEL = _Closed()
+
+
+class _Failing:
+    __slots__ = ()
+
+
+#: In the inbound queue after the messages that arrived before a protocol violation:
+#: reaching it sends the close frame (the replies to those messages went first).
+_FAILURE_MARK = _Failing()
 
 
 class BatchFlusher:
@@ -238,7 +249,7 @@ class WebSocketConnection(ReceiverWait):
         "_n_bytes_out", "_n_reads", "_n_writes", "_n_pings", "_n_pongs", "_reader_active", "_reader_scope",
         "_reader_lot_", "_inline_reader", "_receiver_owns", "_batch", "_deferred",
         "_handler", "_parts", "_backlog", "_dispatching", "_closing_scope", "_read_hot", "_encode_plain",
-        "__weakref__",
+        "_failure_scope", "__weakref__",
     )
 
     def __init__(
@@ -280,6 +291,9 @@ class WebSocketConnection(ReceiverWait):
             self.subprotocol = proto.subprotocol
         # Single-frame messages come out of the core as plain str/bytes (queued as-is).
         proto.plain_messages = True
+        # A peer's protocol violation: the messages before it are delivered and the
+        # application's replies to them go out before the close frame (see _failure_found).
+        proto.hold_failure = True
         self._proto = proto
         self._raw = _raw_socket(stream)
         # Inbound state.
@@ -329,6 +343,7 @@ class WebSocketConnection(ReceiverWait):
         self._backlog: list[Data] | None = None
         self._dispatching = False  # on_message runs: send_nowait() appends to the batch
         self._closing_scope: trio.CancelScope | None = None  # bounds the close in callback mode
+        self._failure_scope: trio.CancelScope | None = None  # bounds a held failure (_failure_deadline)
         # send_nowait()'s framing when the core would add nothing (server, no extension).
         self._encode_plain = None if client or proto.extensions else _speedups.encode_message
         # Keepalive bookkeeping (see _keepalive.Keepalive).
@@ -415,9 +430,11 @@ class WebSocketConnection(ReceiverWait):
 
         Returns False when the connection is closing or closed (nothing is queued). Inside
         a :class:`MessageHandler` callback of this connection the message joins the
-        read's batch; otherwise it is written at once when the kernel takes it. Bytes the
-        peer has not taken are buffered up to ``limit``; the message that would go beyond
-        closes the connection with 1008 "slow consumer" (and False is returned).
+        read's batch, whatever its size: the connection's own replies are under
+        ``write_high`` backpressure (later messages wait, nothing more is read), not this
+        limit. Otherwise (fan-out) it is written at once when the kernel takes it; bytes
+        the peer has not taken are buffered up to ``limit``, and the message that would
+        go beyond closes the connection with 1008 "slow consumer" (and False is returned).
         """
         if self._close_sent or self.state != "OPEN":
             return False
@@ -432,12 +449,11 @@ class WebSocketConnection(ReceiverWait):
                 data = self._proto.send_message(message)
             except _CoreClosedError:
                 return False  # the peer's close arrived in this read: the core has answered it
-        out = self._out
         if self._dispatching:
-            if len(out) + len(data) > limit:
-                self._slow_consumer()
-                return False
-            out += data
+            # A reply of this connection's own callback: it joins the read's batch,
+            # under write_high backpressure (the connection stops reading and holds
+            # later messages back while replies are above it), never the fan-out limit.
+            self._out += data
             self._n_msg_out += 1
             return True
         if self.write_frame_nowait(data, limit):
@@ -454,6 +470,10 @@ class WebSocketConnection(ReceiverWait):
         was already sent.
         """
         if self._close_sent or self.state == "CLOSED":
+            return
+        if self._proto.failure_pending:
+            encode_close_payload(code if code != 1005 else None, reason)  # same ValueError rules
+            self._complete_failure(flush=not self._dispatching)  # the peer broke the protocol: its code is sent
             return
         self._proto.close(None if code == 1005 else code, reason)
         self._close_sent = True
@@ -479,6 +499,10 @@ class WebSocketConnection(ReceiverWait):
                         self._resume_lot_.unpark_all()
                     await self._yield_point()
                     return item
+                if item is _FAILURE_MARK:
+                    del queue[0]
+                    self._complete_failure(flush=True)
+                    continue
                 if item is _CLOSED_SENTINEL:
                     await trio.lowlevel.checkpoint()
                     raise self._closed_exc()
@@ -513,6 +537,10 @@ class WebSocketConnection(ReceiverWait):
                 break
             count += 1
         if not count:
+            if queue[0] is _FAILURE_MARK:
+                del queue[0]
+                self._complete_failure(flush=True)
+                return await self.receive_many(max_messages)
             if queue[0] is _CLOSED_SENTINEL:
                 await trio.lowlevel.checkpoint()
                 raise self._closed_exc()
@@ -550,6 +578,10 @@ class WebSocketConnection(ReceiverWait):
                     self._flush_nowait()
                 await self._await_more()
             item = queue[0]
+            if item is _FAILURE_MARK:
+                del queue[0]
+                self._complete_failure(flush=True)
+                continue
             if item is _CLOSED_SENTINEL:
                 raise self._closed_exc()
             del queue[0]
@@ -1162,7 +1194,70 @@ class WebSocketConnection(ReceiverWait):
 
     def _feed(self, data: Any) -> None:
         """Hand the bytes of one read to the core and dispatch its events (no await here)."""
-        self._dispatch(self._proto.receive_and_events(data))
+        proto = self._proto
+        self._dispatch(proto.receive_and_events(data))
+        if proto.failure_pending:
+            self._failure_found()
+
+    def _failure_found(self) -> None:
+        """The peer broke the protocol in this read, after the messages just dispatched.
+
+        Those messages (and any still queued) reach the application, and what it sends
+        in reply goes out before the close frame: a MessageHandler has answered them
+        already (unless some are held back by write_high: then after those); an ``async
+        def`` handler has until it asks for the message after them, at most
+        ``close_timeout``. Then the close frame goes out (see _complete_failure).
+        """
+        if self._failure_scope is not None:
+            return  # found in an earlier read: the deadline runs (later reads are discarded)
+        failure = self._proto.failure
+        assert failure is not None
+        if self.close_code is None:
+            self.close_code, self.close_reason = failure.code, str(failure)
+        deadline = trio.current_time() + self.limits.close_timeout
+        if self._handler is not None:
+            scope = self._closing_scope
+            if scope is not None:
+                scope.deadline = min(scope.deadline, deadline)
+            if self._backlog is None:
+                self._complete_failure()
+            return  # else _settle_batch completes it once the backlog is delivered
+        queue = self._queue
+        if not queue or self._nursery is None or self._close_sent:
+            self._complete_failure()
+            return
+        queue.append(_FAILURE_MARK)
+        self._wake_receivers()
+        scope = self._failure_scope = trio.CancelScope(deadline=deadline)
+        self._nursery.start_soon(self._failure_deadline, scope)
+
+    async def _failure_deadline(self, scope: trio.CancelScope) -> None:
+        with scope:
+            await trio.sleep_forever()
+        if self._proto.failure_pending:
+            self._complete_failure(flush=True)
+
+    def _complete_failure(self, flush: bool = False) -> None:
+        """Queue the close frame of a held protocol failure (after the replies queued so
+        far). ``flush``: write it from here (the caller is not the reader, which writes
+        what a read queued)."""
+        proto = self._proto
+        if not proto.failure_pending:
+            return
+        scope = self._failure_scope
+        if scope is not None:
+            self._failure_scope = None
+            scope.cancel()
+        proto.complete_failure()
+        queue = self._queue
+        if _FAILURE_MARK in queue:
+            queue.remove(_FAILURE_MARK)
+        self._dispatch()
+        if flush:
+            if self._deferred:
+                self._flush_nowait()
+            else:
+                self._ensure_flusher()
 
     def _dispatch(self, events: list[Any] | None = None) -> None:
         proto = self._proto
@@ -1206,6 +1301,12 @@ class WebSocketConnection(ReceiverWait):
                 else:
                     queue.append(_Fragment(event.data, event.first, event.final, event.is_text))
                 delivered = True
+            elif cls is _Ping:
+                if handler is not None and not self._close_sent:
+                    # Callback mode answers pings here, in the order of the peer's
+                    # frames: a pong goes before the replies to messages completed
+                    # after its ping (the core's auto_pong is off, see _serve_handler).
+                    out += _speedups.encode_frame(OP_PONG, event.payload, True, 0, None)
             elif cls is _Pong:
                 self._n_pongs += 1
                 self._on_pong(event.payload)
@@ -1283,6 +1384,10 @@ class WebSocketConnection(ReceiverWait):
             handler = self._handler
             if backlog is None or handler is None or self._close_sent or self.state == "CLOSED":
                 self._backlog = None
+                if self._proto.failure_pending:
+                    # The messages before the peer's violation are answered: close now.
+                    self._complete_failure()
+                    continue
                 return
             self._backlog = None
             self._dispatching = True
@@ -1305,6 +1410,7 @@ class WebSocketConnection(ReceiverWait):
         gone) and the transport dropped; the caller then runs :meth:`_handler_closed`.
         """
         self._handler = handler
+        self._proto.auto_pong = False  # _dispatch answers pings in frame order
         self._reader_active = True  # this task reads: no reader task is ever started
         try:
             try:
@@ -1351,6 +1457,9 @@ class WebSocketConnection(ReceiverWait):
         if self.state == "CLOSED":
             return
         self.state = "CLOSED"
+        if self._failure_scope is not None:
+            self._failure_scope.cancel()
+            self._failure_scope = None
         if self.close_code is None:
             self.close_code = 1006
             self.close_reason = ""
@@ -1389,6 +1498,11 @@ class WebSocketConnection(ReceiverWait):
             pass
 
     async def _send_close(self, code: int, reason: str) -> None:
+        if self._proto.failure_pending:
+            # The peer broke the protocol: its close code is the one to send.
+            self._complete_failure()
+            await self._flush_from_reader()
+            return
         if self._close_sent or self.state == "CLOSED":
             await trio.lowlevel.checkpoint()
             return

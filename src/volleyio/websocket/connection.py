@@ -23,6 +23,7 @@ layer applies its close timeout to that wait and aborts when it expires.
 from __future__ import annotations
 
 import codecs
+import copy
 import enum
 import os
 import sys
@@ -179,6 +180,31 @@ def encode_message_frames(
     return b"".join(frames)
 
 
+class _PendingFrame:
+    """A data frame whose header was received and whose payload is still arriving."""
+
+    __slots__ = ("opcode", "fin", "rsv", "length", "key", "utf8", "fragmented", "payload")
+
+    def __init__(
+        self,
+        opcode: int,
+        fin: bool,
+        rsv: int,
+        length: int,
+        key: bytes | None,
+        utf8: _speedups.Utf8Validator | None,
+        fragmented: bool,
+    ) -> None:
+        self.opcode = opcode
+        self.fin = fin
+        self.rsv = rsv
+        self.length = length
+        self.key = key
+        self.utf8 = utf8
+        self.fragmented = fragmented  # part of a fragmented message (for the 1007 reason)
+        self.payload = bytearray()  # unmasked, grows as the bytes arrive (never pre-sized)
+
+
 class WebSocketConnection:
     """One WebSocket connection after the opening handshake, for either role.
 
@@ -221,7 +247,8 @@ class WebSocketConnection:
         "_budget_unlimited", "_state", "_buffer", "_discarding", "_outgoing", "_events", "_event_pos",
         "_message_opcode", "_message_rsv", "_message_size", "_message_fragments", "_message_parts",
         "_message_retained", "_message_decoders", "_utf8", "_text_decoder", "close_sent",
-        "close_received", "failure", "plain_messages", "__weakref__",
+        "close_received", "failure", "plain_messages", "_pending", "hold_failure", "failure_pending",
+        "_compressed_slack", "__weakref__",
     )
 
     def __init__(
@@ -255,12 +282,15 @@ class WebSocketConnection:
         for extension in self.extensions:
             allowed_rsv |= extension.rsv_mask
         self._allowed_rsv = allowed_rsv
+        # A compressed frame may be slightly larger than its decoded content (stored
+        # deflate blocks); the decoded size is what the limit is about, but a
+        # compressed frame longer on the wire than the decoded bytes its message may
+        # still take plus this slack is refused (1009) as soon as its header arrives.
+        self._compressed_slack = 0 if max_message_size is None else (max_message_size >> 4) + 1024
         if max_message_size is None:
             self._max_frame = -1
         elif self.extensions:
-            # A compressed frame may be slightly larger than its decoded content
-            # (stored deflate blocks); the decoded size is what the limit is about.
-            self._max_frame = max_message_size + (max_message_size >> 4) + 1024
+            self._max_frame = max_message_size + self._compressed_slack
         else:
             self._max_frame = max_message_size
         # parse_frames may decode unfragmented, untransformed text frames itself;
@@ -272,7 +302,11 @@ class WebSocketConnection:
         self._state = ConnectionState.OPEN
         # Created on demand: an idle connection holds no receive buffer, no message
         # parts and no UTF-8 state (benchmark (d): memory per idle connection).
-        self._buffer: bytearray | None = None  # the tail of an incomplete frame
+        self._buffer: bytearray | None = None  # the tail of an incomplete frame's header
+        # A data frame whose header arrived and whose payload is arriving: checked
+        # against the message's limits at once, unmasked (and UTF-8-validated) as it
+        # comes; the raw bytes are not kept.
+        self._pending: _PendingFrame | None = None
         self._discarding = False  # after a close frame or a failure: ignore input
         self._outgoing: list[bytes] = []
         # Events, plus plain str/bytes messages in plain_messages mode.
@@ -293,6 +327,16 @@ class WebSocketConnection:
         self.close_sent: CloseInfo | None = None
         self.close_received: CloseInfo | None = None
         self.failure: ProtocolError | None = None
+        #: When True, a protocol violation found in received data does not queue the
+        #: close frame at once: :attr:`failure` is set, :attr:`failure_pending`
+        #: becomes True, further input is ignored, but the connection stays OPEN for
+        #: sending, so that an I/O layer can deliver the messages that arrived before
+        #: the violation and send the application's replies to them *before* the
+        #: close frame. It then calls :meth:`complete_failure` (bounded by its close
+        #: timeout). ``close()`` while a failure is pending completes the failure.
+        self.hold_failure = False
+        #: True between a held failure (see :attr:`hold_failure`) and :meth:`complete_failure`.
+        self.failure_pending = False
 
     # ------------------------------------------------------------------ state
 
@@ -463,6 +507,9 @@ class WebSocketConnection:
         Raises ``ValueError`` for an invalid code or a reason over 123 UTF-8 bytes.
         """
         payload = encode_close_payload(code, reason)
+        if self.failure_pending:
+            self._complete_failure()  # the failure's code is the one the peer must see
+            return
         if self._state is not ConnectionState.OPEN:
             return
         self._outgoing.append(_speedups.encode_frame(OP_CLOSE, payload, True, 0, self._mask_key()))
@@ -483,6 +530,11 @@ class WebSocketConnection:
             return
         if self._discarding:
             return
+        if self._pending is not None:
+            rest = self._continue_pending(data)
+            if rest is None:
+                return
+            data = rest
         buffer = self._buffer
         if buffer is not None:
             buffer += data
@@ -499,6 +551,15 @@ class WebSocketConnection:
         elif consumed < len(data):
             self._buffer = bytearray(memoryview(data)[consumed:])
 
+        if frames and self._handle_frames(frames):
+            return
+        if error is not None:
+            self._fail(error[0], error[1])
+        elif self._buffer is not None and not self._discarding:
+            self._start_pending(self._buffer)
+
+    def _handle_frames(self, frames: list[tuple[int, bool, int, Union[bytes, str]]]) -> bool:
+        """Turn parsed frames into events; True when the rest of the input is to be ignored."""
         events = self._events
         for frame in frames:
             opcode, fin, rsv, payload = frame
@@ -507,7 +568,7 @@ class WebSocketConnection:
                 # validated and decoded: the hot path.
                 if self._message_opcode is not None:
                     self._fail(1002, "new data frame while a fragmented message is in progress")
-                    return
+                    return True
                 if self.plain_messages:
                     events.append(payload)
                 elif self.stream_messages:
@@ -536,15 +597,128 @@ class WebSocketConnection:
                     self._receive_control_frame(opcode, payload)
             except ProtocolError as exc:
                 self._fail(exc.code, str(exc))
-                return
+                return True
             except Exception as exc:  # an extension broke: our fault, not the peer's
                 self._fail(1011, f"internal error: {type(exc).__name__}")
-                return
+                return True
             if self._discarding:
                 # A close frame arrived; anything after it is ignored (section 1.4).
+                return True
+        return False
+
+    def _start_pending(self, buffer: bytearray) -> None:
+        """The buffer holds the start of a frame: once its header is complete, check a
+        data frame against its message's limits and collect its payload as it comes.
+
+        parse_frames has already applied every rule of the header (it stops at an
+        incomplete frame only after its checks pass). Here: the message's remaining size
+        budget (1009 before the payload is read), the fragment count, the fragmentation
+        rules (1002), and the text frame's UTF-8 as its payload arrives (1007).
+        """
+        have = len(buffer)
+        if have < 2:
+            return
+        b0 = buffer[0]
+        opcode = b0 & 0x0F
+        if opcode > OP_BINARY:
+            return  # a control frame: at most 125 bytes, parsed when complete
+        b1 = buffer[1]
+        length = b1 & 0x7F
+        extended = 2 if length == 126 else 8 if length == 127 else 0
+        header = 2 + extended + (4 if b1 & 0x80 else 0)
+        if have < header:
+            return
+        if extended:
+            length = int.from_bytes(buffer[2 : 2 + extended], "big")
+        fin = bool(b0 & 0x80)
+        rsv = (b0 >> 4) & 0x7
+        in_message = self._message_opcode is not None
+        if opcode == OP_CONTINUATION:
+            if not in_message:
+                self._fail(1002, "continuation frame without a message in progress")
                 return
-        if error is not None:
-            self._fail(error[0], error[1])
+            compressed = bool(self._message_decoders)
+            used = self._message_size
+            text = self._message_opcode == OP_TEXT and not compressed
+            fragments = self._message_fragments
+        else:
+            if in_message:
+                self._fail(1002, "new data frame while a fragmented message is in progress")
+                return
+            compressed = bool(rsv & self._allowed_rsv)
+            used = 0
+            text = opcode == OP_TEXT and not compressed
+            fragments = 0
+        if self.max_fragments is not None and fragments >= self.max_fragments:
+            self._fail(1009, f"message spans more than {self.max_fragments} frames")
+            return
+        max_size = self.max_message_size
+        if max_size is not None:
+            budget = max_size - used
+            if compressed:
+                budget += self._compressed_slack
+            if length > budget:
+                self._fail(1009, f"message exceeds {max_size} bytes")
+                return
+        validator: _speedups.Utf8Validator | None = None
+        if text:
+            if opcode == OP_CONTINUATION and self._utf8 is not None:
+                # Continue from the message's state (a character may straddle frames)
+                # without advancing it: the whole frame is fed to it when complete.
+                validator = copy.copy(self._utf8)
+            else:
+                validator = _speedups.Utf8Validator()
+        key = bytes(buffer[header - 4 : header]) if b1 & 0x80 else None
+        pending = _PendingFrame(opcode, fin, rsv, length, key, validator, not (opcode == OP_TEXT and fin))
+        self._pending = pending
+        self._buffer = None
+        if have > header:
+            self._continue_pending(memoryview(buffer)[header:])
+
+    def _continue_pending(self, data: BytesLike) -> BytesLike | None:
+        """Add received bytes to the pending frame; on completion, handle it and return
+        the bytes after it (None: everything was used, or the connection failed)."""
+        pending = self._pending
+        assert pending is not None
+        payload = pending.payload
+        need = pending.length - len(payload)
+        view = memoryview(data)
+        piece: BytesLike = view[:need] if len(view) > need else view
+        if piece:
+            start = len(payload)
+            payload += piece  # copied as received, then unmasked in place
+            key = pending.key
+            validator = pending.utf8
+            if key is not None or validator is not None:
+                with memoryview(payload) as whole, whole[start:] as added:
+                    if key is not None:
+                        _speedups.mask_inplace(added, key, start)
+                    bad = validator is not None and validator.feed(added) != -1
+                if bad:
+                    # Fail fast: the rest of the frame is never waited for.
+                    self._fail(
+                        1007, "invalid UTF-8 in text message" if pending.fragmented else "invalid UTF-8 in text frame"
+                    )
+                    return None
+        if len(payload) < pending.length:
+            return None
+        self._pending = None
+        opcode, fin, rsv = pending.opcode, pending.fin, pending.rsv
+        frame: tuple[int, bool, int, Union[bytes, str]]
+        if self._decode_text and opcode == OP_TEXT and fin and not rsv:
+            # What parse_frames does for such a frame (decoded straight from the buffer).
+            try:
+                frame = (opcode, fin, rsv, payload.decode("utf-8"))
+            except UnicodeDecodeError:
+                self._fail(1007, "invalid UTF-8 in text frame")
+                return None
+        else:
+            frame = (opcode, fin, rsv, bytes(payload))
+        del payload, pending.payload
+        if self._handle_frames([frame]):
+            return None
+        rest = view[need:]
+        return rest if rest else None
 
     def receive_eof(self) -> None:
         """The peer closed its side of the transport (same as ``receive_data(b"")``)."""
@@ -554,6 +728,8 @@ class WebSocketConnection:
     def _receive_eof(self) -> None:
         self._discarding = True
         self._buffer = None
+        self._pending = None
+        self.failure_pending = False
         self._reset_message()
         self._enter_closed()
 
@@ -572,14 +748,33 @@ class WebSocketConnection:
         if not is_valid_close_code(code):
             code = 1011  # an extension reported a code that may not go on the wire
         self.failure = ProtocolError(reason, code)
+        self._discarding = True
+        self._buffer = None
+        self._pending = None
+        self._reset_message()
+        if self.hold_failure and self._state is ConnectionState.OPEN:
+            self.failure_pending = True  # the close frame waits for complete_failure()
+            return
+        self._complete_failure()
+
+    def complete_failure(self) -> None:
+        """Queue the close frame of a held failure (see :attr:`hold_failure`) and go on
+        as a failed connection: CLOSING, and CLOSED at once on the server side. Does
+        nothing when no failure is pending."""
+        if self.failure_pending:
+            self._complete_failure()
+
+    def _complete_failure(self) -> None:
+        self.failure_pending = False
+        failure = self.failure
+        assert failure is not None
+        code = failure.code
+        reason = str(failure)
         if self._state is ConnectionState.OPEN:
             payload = encode_close_payload(code, _truncate_utf8(reason, MAX_CLOSE_REASON))
             self._outgoing.append(_speedups.encode_frame(OP_CLOSE, payload, True, 0, self._mask_key()))
             self.close_sent = CloseInfo(code, _truncate_utf8(reason, MAX_CLOSE_REASON))
             self._state = ConnectionState.CLOSING
-        self._discarding = True
-        self._buffer = None
-        self._reset_message()
         # The server closes TCP right away; a client waits for the server's EOF.
         if not self._is_client:
             self._enter_closed()
@@ -732,6 +927,7 @@ class WebSocketConnection:
         self._events.append(CloseReceived(code, reason))
         self._discarding = True
         self._buffer = None
+        self._pending = None
         if self._state is ConnectionState.OPEN:
             # Echo the code (section 5.5.1); an empty close is answered with an empty one.
             self._outgoing.append(_speedups.encode_frame(OP_CLOSE, payload[:2], True, 0, self._mask_key()))

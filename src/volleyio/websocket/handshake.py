@@ -166,6 +166,20 @@ def rejection_response(
     return h11.Response(status_code=error.status, headers=_header_list(headers)), body
 
 
+_INVALID_PORT = -1
+
+
+def _port_number(digits: str) -> int:
+    """The port a string of digits names, or ``_INVALID_PORT``: never ``int()`` of a
+    long digit string (quadratic, and a ValueError past ``sys.int_max_str_digits``) nor
+    of non-ASCII digits such as ``"²"`` (``str.isdigit`` accepts them, ``int`` does not)."""
+    if len(digits) <= 5 and digits.isascii():
+        port = int(digits)
+        if port <= 0xFFFF:
+            return port
+    return _INVALID_PORT
+
+
 def _split_host_port(authority: str, default_port: int | None) -> tuple[str, int | None]:
     authority = authority.strip().lower()
     if authority.startswith("["):  # IPv6 literal
@@ -174,11 +188,11 @@ def _split_host_port(authority: str, default_port: int | None) -> tuple[str, int
             return authority, default_port
         host, rest = authority[: end + 1], authority[end + 1 :]
         if rest.startswith(":") and rest[1:].isdigit():
-            return host, int(rest[1:])
+            return host, _port_number(rest[1:])
         return host, default_port
     host, sep, port = authority.rpartition(":")
     if sep and port.isdigit():
-        return host, int(port)
+        return host, _port_number(port)
     return authority, default_port
 
 
@@ -188,7 +202,8 @@ _DEFAULT_PORTS = {"http": 80, "ws": 80, "https": 443, "wss": 443}
 def is_same_origin(origin: str, host: str) -> bool:
     """True if ``origin`` (``scheme://host[:port]``) names the same host and port as a
     ``Host`` header value. A ``Host`` without a port is taken to use the origin
-    scheme's default port; ``null`` and unparsable origins are never same-origin."""
+    scheme's default port; ``null`` and unparsable origins, and any with a port that
+    cannot exist (over 5 digits, above 65535, non-ASCII digits), are never same-origin."""
     try:
         parts = urlsplit(origin.strip())
     except ValueError:
@@ -199,7 +214,7 @@ def is_same_origin(origin: str, host: str) -> bool:
     default_port = _DEFAULT_PORTS[scheme]
     origin_host, origin_port = _split_host_port(parts.netloc, default_port)
     host_name, host_port = _split_host_port(host, default_port)
-    return bool(origin_host) and origin_host == host_name and origin_port == host_port
+    return bool(origin_host) and origin_host == host_name and origin_port == host_port != _INVALID_PORT
 
 
 def _origin_allowed(policy: OriginPolicy, origin: str | None, host: str, request: h11.Request) -> bool:
