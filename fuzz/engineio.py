@@ -5,7 +5,8 @@ Part 1, the decoders: ``decode_payload`` (polling bodies, as bytes or str) and
 must survive ``encode_payload`` / ``encode_websocket_frame`` and decode to the same
 packets again.
 
-Part 2, a session: a polling handshake, then a random sequence of POST bodies, GET
+Part 2, a session (text as a real peer can send it: WebSocket text and POST bodies are
+valid UTF-8, so no lone surrogates): a polling handshake, then a random sequence of POST bodies, GET
 polls, a WebSocket upgrade with messages (text and binary, "2probe", "5", garbage),
 requests with fuzzed queries and timers running. ``EngineIOServer`` must answer every
 one of them without raising (a peer's bad input ends that peer's session, with the
@@ -82,6 +83,14 @@ def _session(fdp: atheris.FuzzedDataProvider) -> None:
     server = EngineIOServer(config)
     now = 1000.0
     call: list[str] = []
+    try:
+        _drive(fdp, server, call, now)
+    except Exception as exc:
+        exc.add_note("operations: " + " | ".join(call)[-3000:])
+        raise
+
+
+def _drive(fdp: atheris.FuzzedDataProvider, server: EngineIOServer, call: list[str], now: float) -> None:
     outcome = server.handle_request(HttpRequest("GET", "/engine.io/", {"EIO": "4", "transport": "polling"}), now)
     if not isinstance(outcome, HttpResponse) or outcome.status != 200:
         raise Finding("invariant", "engineio: polling handshake refused", repr(outcome))
@@ -109,12 +118,12 @@ def _session(fdp: atheris.FuzzedDataProvider) -> None:
                 server.poll_cancelled(sid, now)
         elif op == 3:  # a request with fuzzed method/query/headers
             keys = ["EIO", "transport", "sid", "j", "b64", "t"]
-            query = {fdp.PickValueInList(keys): fdp.ConsumeUnicode(fdp.ConsumeIntInRange(0, 30))
+            query = {fdp.PickValueInList(keys): fdp.ConsumeUnicodeNoSurrogates(fdp.ConsumeIntInRange(0, 30))
                      for _ in range(fdp.ConsumeIntInRange(0, 4))}
             if fdp.ConsumeBool():
                 query["sid"] = sid
             method = fdp.PickValueInList(["GET", "POST", "OPTIONS", "PUT", ""])
-            headers = {"origin": fdp.ConsumeUnicode(20)} if fdp.ConsumeBool() else {}
+            headers = {"origin": fdp.ConsumeUnicodeNoSurrogates(20)} if fdp.ConsumeBool() else {}
             upgrade = fdp.ConsumeBool()
             call.append(f"{method} {query!r} {headers!r} upgrade={upgrade}")
             result = server.handle_request(HttpRequest(method, "/engine.io/", query, headers, upgrade), now)
@@ -140,7 +149,7 @@ def _session(fdp: atheris.FuzzedDataProvider) -> None:
                     elif choice == 1:
                         message = fdp.ConsumeBytes(fdp.ConsumeIntInRange(0, 100))
                     else:
-                        message = fdp.ConsumeUnicode(fdp.ConsumeIntInRange(0, 200))
+                        message = fdp.ConsumeUnicodeNoSurrogates(fdp.ConsumeIntInRange(0, 200))
                     call.append(f"ws {message!r:.100}")
                     channel.receive(message, now)
                     channel.take_outgoing()
@@ -154,7 +163,9 @@ def _session(fdp: atheris.FuzzedDataProvider) -> None:
             call.append("session send")
             session = server._sessions.get(sid)
             if session is not None:
-                session.send(fdp.ConsumeUnicode(50) if fdp.ConsumeBool() else fdp.ConsumeBytes(50))
+                out = fdp.ConsumeUnicodeNoSurrogates(50) if fdp.ConsumeBool() else fdp.ConsumeBytes(50)
+                call[-1] += f" {out!r:.60}"
+                session.send(out)
         server.take_events()
 
 

@@ -55,7 +55,8 @@ class TargetRun:
     def __init__(self, name: str, seconds: float, fuzz_dir: Path, extra: list[str], replay: list[str]) -> None:
         self.name = name
         self.seconds = seconds
-        self.artifacts = fuzz_dir / "artifacts" / name
+        # A replay writes elsewhere: the inputs replayed may live in the run's artifacts.
+        self.artifacts = fuzz_dir / "artifacts" / (f"{name}-replay" if replay else name)
         self.corpus = fuzz_dir / "corpus" / name
         self.extra = extra
         self.replay = replay
