@@ -59,7 +59,7 @@ class EngineIORequest:
         return f"EngineIORequest({self.method!r}, {self.target!r}, remote={self._remote!r})"
 
     def _request_line(self) -> list[str]:
-        line = self._raw.split(b"\r\n", 1)[0].decode("latin-1")
+        line = self._raw.split(b"\n", 1)[0].rstrip(b"\r").decode("latin-1")  # h11 takes bare LF too
         return line.split(" ")
 
     @property

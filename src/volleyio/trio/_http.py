@@ -55,8 +55,10 @@ class Request:
     def headers(self) -> list[tuple[str, str]]:
         """``[(lower-cased name, value), ...]`` in order (validated by h11 on arrival)."""
         out: list[tuple[str, str]] = []
-        lines = self.raw_head.decode("latin-1").split("\r\n")[1:]
+        # h11 accepts bare LF line endings as well as CRLF (RFC 9112 section 2.2).
+        lines = self.raw_head.decode("latin-1").split("\n")[1:]
         for line in lines:
+            line = line.rstrip("\r")
             if not line:
                 continue
             if line[0] in " \t" and out:  # obsolete line folding (h11 accepted it)

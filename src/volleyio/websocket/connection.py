@@ -711,9 +711,12 @@ class WebSocketConnection:
                     bad = validator.feed(added) != -1
                 if bad:
                     # Fail fast: the rest of the frame is never waited for.
-                    self._fail(
-                        1007, "invalid UTF-8 in text message" if pending.fragmented else "invalid UTF-8 in text frame"
+                    # The reason a whole read would give: "frame" where parse_frames decodes
+                    # the frame itself (unfragmented, untransformed), else "message".
+                    decoded_whole = (
+                        self._decode_text and pending.fin and not pending.rsv and not pending.fragmented
                     )
+                    self._fail(1007, "invalid UTF-8 in text frame" if decoded_whole else "invalid UTF-8 in text message")
                     return None
         if len(payload) < pending.length:
             return None
