@@ -3,7 +3,19 @@
 from __future__ import annotations
 
 from .adapter import Adapter, BroadcastOptions, InMemoryAdapter
-from .client import SendBufferFullError, SocketIOClient, SocketIOConnectError, SocketIODisconnectedError
+from .client import (
+    ClientAckReceived,
+    ClientAcksFailed,
+    ClientConnected,
+    ClientConnectRefused,
+    ClientDisconnected,
+    ClientEventReceived,
+    NamespaceState,
+    SendBufferFullError,
+    SocketIOClient,
+    SocketIOConnectError,
+    SocketIODisconnectedError,
+)
 from .packets import (
     MAX_ACK_ID,
     RESERVED_EVENTS,
@@ -41,6 +53,12 @@ __all__ = [
     "AckReceived",
     "Adapter",
     "BroadcastOptions",
+    "ClientAckReceived",
+    "ClientAcksFailed",
+    "ClientConnectRefused",
+    "ClientConnected",
+    "ClientDisconnected",
+    "ClientEventReceived",
     "ConnectAttempt",
     "ConnectRefused",
     "ConnectRequested",
@@ -51,6 +69,7 @@ __all__ = [
     "EventReceived",
     "InMemoryAdapter",
     "NamespaceConfig",
+    "NamespaceState",
     "Packet",
     "PacketType",
     "SendBufferFullError",

@@ -267,7 +267,7 @@ class SocketIOClient:
 
     @property
     def close_reason(self) -> str | None:
-        """Set when the server broke the protocol: the driver must close Engine.IO."""
+        """Set when the server broke the protocol (the driver must then close Engine.IO)."""
         return self._close_reason
 
     def state(self, namespace: str) -> NamespaceState | None:

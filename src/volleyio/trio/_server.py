@@ -37,7 +37,7 @@ _ACCEPT_RETRY_ERRNOS = {errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS}
 class HttpMount(Protocol):
     """An HTTP application mounted on a path prefix of the front door (``serve(mounts=...)``).
 
-    ``run`` holds the mount's background tasks (timers); :meth:`WebSocketServer.run`
+    ``run`` holds the mount's background tasks (timers); the server (:func:`serve`)
     starts it with ``nursery.start`` before accepting, and it is cancelled at shutdown.
     ``handle_http`` receives a request whose path starts with the prefix and owns the
     connection from then on (keep-alive, bodies, upgrades). ``leftover`` holds the bytes

@@ -295,7 +295,7 @@ class Handshake:
         self.request = request
         #: The CONNECT payload of this namespace.
         self.auth = auth
-        #: When the socket connected: milliseconds since the epoch (Node's ``issued``).
+        #: When the socket connected, in milliseconds since the epoch (Node's ``issued``).
         self.issued = issued
 
     @property
