@@ -683,7 +683,7 @@ class SocketIOServer:
             cors = None
             if cors_origins is not None:
                 cors = _eio.CorsConfig(
-                    allowed_origins="*" if cors_origins == "*" else tuple(cors_origins),
+                    allowed_origins=_eio.normalize_origins(cors_origins),
                     credentials=cors_credentials,
                 )
             engineio_config = _eio.ServerConfig(
@@ -693,9 +693,7 @@ class SocketIOServer:
                 max_payload=max_payload,
                 transports=tuple(transports),
                 max_buffered_bytes=max_buffered_bytes,
-                allowed_origins=(
-                    None if allowed_origins is None else "*" if allowed_origins == "*" else tuple(allowed_origins)
-                ),
+                allowed_origins=None if allowed_origins is None else _eio.normalize_origins(allowed_origins),
                 cors=cors,
                 cookie=cookie,
             )
