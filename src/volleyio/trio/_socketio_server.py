@@ -387,8 +387,11 @@ class Socket:
     def __init__(self, server: SocketIOServer, nsp: Namespace, sid: str, connection: _Connection, auth: Any) -> None:
         self.server = server
         self.nsp = nsp
+        #: The namespace socket id (distinct from the Engine.IO session id ``eio_sid``).
         self.id = sid
+        #: The CONNECT payload (``{}`` when the client sent none).
         self.auth = auth
+        #: Free for the application (python-socketio's session).
         self.data: dict[str, Any] = {}
         self.connected = False
         self._connection = connection
@@ -402,8 +405,8 @@ class Socket:
 
     @property
     def handshake(self) -> Handshake:
-        """The connection's handshake: headers, query, address, secure, connect time,
-        auth (see :class:`Handshake`; python-socketio's ``environ`` maps onto it)."""
+        """The connection's handshake (headers, query, address, secure, connect time,
+        auth; see :class:`Handshake`; python-socketio's ``environ`` maps onto it)."""
         return Handshake(getattr(self._connection.session, "request", None), self.auth, self._issued)
 
     @property
