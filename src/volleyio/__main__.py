@@ -66,8 +66,45 @@ def _parser() -> argparse.ArgumentParser:
     client.add_argument("--auth", type=_json_object, default=None,
                         help='Socket.IO: auth payload, a JSON object (the demo sends counters to {"stats": true})')
 
-    commands.add_parser("info", help="print the version and which speedups implementation loaded")
+    commands.add_parser("info", help="print what a bug report needs: versions, speedups and their SIMD "
+                        "kernels, Python and platform")
     return parser
+
+
+def info_text() -> str:
+    """What a bug report needs: versions, the speedups in use and their kernels, platform."""
+    import platform
+    from importlib.metadata import PackageNotFoundError, version
+
+    from . import __version__, _speedups
+
+    def dist_version(name: str) -> str:
+        try:
+            return version(name)
+        except PackageNotFoundError:
+            return "not installed"
+
+    kernels = _speedups.kernels()
+    lines = [
+        f"volleyio {__version__}",
+        f"speedups: {_speedups.IMPLEMENTATION} (mask: {kernels['mask']}, UTF-8: {kernels['utf8']})",
+    ]
+    if _speedups.IMPLEMENTATION != "compiled":
+        if _speedups._extensions_disabled():
+            lines.append("  (VOLLEYIO_NO_EXTENSIONS is set: the pure-Python twins were asked for)")
+        elif _speedups.build_status() is not None:
+            lines.append(f"  compiled module expected but not loaded: {_speedups.build_status()}"
+                         + (f"; {_speedups.LOAD_ERROR}" if _speedups.LOAD_ERROR else ""))
+        else:
+            lines.append("  (no compiled module was built for this installation)")
+    gil = getattr(sys, "_is_gil_enabled", None)
+    threading = "" if gil is None else f", GIL {'enabled' if gil() else 'disabled'}"
+    lines += [
+        f"Python: {platform.python_implementation()} {platform.python_version()}{threading} ({sys.executable})",
+        f"platform: {platform.platform()} ({platform.machine()})",
+        f"trio {dist_version('trio')}, h11 {dist_version('h11')}",
+    ]
+    return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -75,9 +112,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     command = args.command or "demo"
     if command == "info":
-        from . import __version__, _speedups
-
-        print(f"volleyio {__version__}, speedups: {_speedups.IMPLEMENTATION}")
+        print(info_text())
         return 0
     if command == "client":
         from .demo.client import is_socketio_url, run_client, run_socketio_client, socketio_base_url
