@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import platform
+import re
 import sys
 
 from setuptools import Extension, setup
@@ -54,6 +55,16 @@ def _extensions() -> list[Extension]:
 BUILD_STATUS = "_build_status"
 
 
+def _short_reason(exc: BaseException) -> str:
+    """One short line: a failed compiler command is named by its program, not its 30 flags."""
+    text = str(exc)
+    command = re.search(r"Command '\['([^']+)'.*?exit status (\d+)", text)
+    if command:
+        return f"{exc.__class__.__name__}: {command.group(1)} failed (exit status {command.group(2)})"
+    first = text.splitlines()[0] if text else ""
+    return f"{exc.__class__.__name__}: {first}"[:200]
+
+
 class OptionalBuildExt(build_ext):
     """Fall back to the pure-Python twins when compiling fails, unless required."""
 
@@ -83,7 +94,7 @@ class OptionalBuildExt(build_ext):
     def _fallback(self, exc: BaseException) -> None:
         if REQUIRE:
             raise exc
-        self._failure = f"{exc.__class__.__name__}: {exc}".splitlines()[0][:300]
+        self._failure = _short_reason(exc)
         sys.stderr.write(
             "\n*** volleyio: the compiled speedups could not be built "
             f"({exc.__class__.__name__}: {exc}).\n"

@@ -103,8 +103,9 @@ def info_text() -> str:
         if _speedups._extensions_disabled():
             lines.append("  (VOLLEYIO_NO_EXTENSIONS is set: the pure-Python twins were asked for)")
         elif _speedups.build_status() is not None:
-            lines.append(f"  compiled module expected but not loaded: {_speedups.build_status()}"
-                         + (f"; {_speedups.LOAD_ERROR}" if _speedups.LOAD_ERROR else ""))
+            status = _speedups.build_status() or ""
+            detail = f"the build {status}" if status.startswith("failed") else f"{status}, {_speedups.LOAD_ERROR}"
+            lines.append(f"  compiled module expected but not loaded ({detail})")
         else:
             lines.append("  (no compiled module was built for this installation)")
     gil = getattr(sys, "_is_gil_enabled", None)

@@ -81,7 +81,10 @@ def _load_compiled() -> ModuleType | None:
     try:
         from . import _compiled
     except ImportError as exc:
-        LOAD_ERROR = str(exc) or exc.__class__.__name__
+        if isinstance(exc, ModuleNotFoundError) or "partially initialized" in str(exc):
+            LOAD_ERROR = "no compiled module for this Python in the installation"
+        else:  # there, but not loadable (wrong platform, missing symbol...)
+            LOAD_ERROR = str(exc) or exc.__class__.__name__
         return None
     LOAD_ERROR = None
     return _compiled
@@ -152,7 +155,7 @@ if "compiled" not in available():
     select("python")
     if not _extensions_disabled() and build_status() is not None:
         status = build_status()
-        why = status if status != "built" else f"built but not importable: {LOAD_ERROR}"
+        why = f"the build {status}" if status != "built" else f"built, but not importable: {LOAD_ERROR}"
         warnings.warn(
             f"volleyio's compiled speedups are not available ({why}); running on the pure-Python "
             "twins: same behaviour, lower speed. Reinstall with a C compiler to get them, or set "
