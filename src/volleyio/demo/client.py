@@ -170,7 +170,11 @@ class _SocketIOConsole:
         client.on("*", namespace, self.show_event)
         client.on("connect", namespace, self.connected)
         client.on("disconnect", namespace, lambda reason: _status(f"disconnected: {reason}"))
-        client.on("connect_error", namespace, lambda error: _status(f"connect error: {error}"))
+        client.on("connect_error", namespace, self.connect_error)
+
+    def connect_error(self, error: Any) -> None:
+        retrying = not getattr(error, "refused", True) and self.client.reconnection
+        _status(f"connect error: {error}" + ("; retrying (Ctrl-C to stop)" if retrying else ""))
 
     def show_event(self, event: str, *args: Any) -> None:
         print(format_event(str(event), args), flush=True)

@@ -495,7 +495,7 @@ class SocketIOClient:
                 return await self._session(task_status)
             except (ConnectError, EngineIOClosed, OSError) as exc:
                 error = SocketIOConnectError(
-                    self._initial_namespaces[0], f"cannot connect to {self.url}: {exc}", refused=False
+                    self._initial_namespaces[0], f"cannot reach {self.url} ({exc})", refused=False
                 )
                 error.__cause__ = exc
                 for namespace in self._initial_namespaces:
@@ -507,7 +507,7 @@ class SocketIOClient:
                 delay = backoff_delay(
                     failures, self.reconnection_delay, self.reconnection_delay_max, 2.0, self.randomization_factor
                 )
-                logger.warning("Socket.IO connection to %s failed (%s); retrying in %.2f s", self.url, exc, delay)
+                logger.info("Socket.IO connection to %s failed (%s); retrying in %.2f s", self.url, exc, delay)
                 await trio.sleep(delay)
 
     async def _session(self, task_status: trio.TaskStatus[None] | None) -> tuple[bool, str]:
