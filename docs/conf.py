@@ -28,7 +28,12 @@ extensions = [
     "sphinx.ext.autodoc",
     "sphinx.ext.napoleon",
     "benchmarks_list",
+    "api_reference",
 ]
+
+# reference/*.rst is written at build time from the public modules' __all__
+# (docs/_ext/api_reference.py); deeper public modules to include go here.
+api_reference_extra: list[str] = []
 
 root_doc = "index"
 exclude_patterns = ["_build", "_ext"]

@@ -18,6 +18,18 @@ import volleyio.trio as vt
 JS_DIR = Path(__file__).parent / "js"
 IN_CI = os.environ.get("CI", "").lower() == "true"
 
+try:  # websockets.trio exists from websockets 17, which needs Python 3.11
+    from websockets.trio.client import connect as ws_trio_connect
+    from websockets.trio.server import serve as ws_trio_serve
+except ImportError:  # Python 3.10 (websockets <= 16): only the asyncio implementation
+    ws_trio_connect = ws_trio_serve = None  # type: ignore[assignment]
+
+#: Marks a test that drives the ``websockets`` library's trio implementation; skipped
+#: where it cannot be installed (Python 3.10), so the rest of its module still runs there.
+needs_websockets_trio = pytest.mark.skipif(
+    ws_trio_connect is None, reason="websockets.trio needs websockets>=17 (Python 3.11+)"
+)
+
 #: Safety net for every integration test: none of them should come close.
 TEST_TIMEOUT = 30.0
 

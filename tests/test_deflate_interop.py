@@ -203,7 +203,9 @@ def test_websockets_client_refuses_client_max_window_bits_8() -> None:
     assert negotiated is not None
     from websockets.exceptions import NegotiationError
 
-    with pytest.raises(NegotiationError):
+    # websockets >= 17 refuses the answer; 16 (the last for Python 3.10) accepts it and
+    # then fails to create its compressor (zlib refuses wbits=8 for raw deflate).
+    with pytest.raises((NegotiationError, ValueError)):
         their_factory.process_response_params(parse_extensions_header([negotiated[0]])[0][1], [])
 
 

@@ -114,6 +114,8 @@ async def test_page_and_socketio_bundle_are_served_and_unknown_paths_are_404() -
                 assert status == 404, missing
             status, _, _ = await http_get(demo.port, "/", method="DELETE")
             assert status == 405
+            status, _, body = await http_get(demo.port, "/favicon.ico")  # browsers ask: no 404 in their log
+            assert status == 204 and body == b""
             # The Engine.IO handshake answers on the Socket.IO path.
             status, _, body = await http_get(demo.port, "/socket.io/?EIO=4&transport=polling")
             assert status == 200 and body.startswith(b'0{"sid":')
@@ -195,7 +197,7 @@ async def test_both_doors_share_one_room() -> None:
             inbox = Inbox()
             sio = SocketIOClient(f"http://127.0.0.1:{demo.port}")
             sio.on("*", handler=inbox.add_event)
-            async with connect(f"ws://127.0.0.1:{demo.port}/ws") as ws, sio:
+            async with connect(f"ws://127.0.0.1:{demo.port}/ws?stats=1") as ws, sio:
                 await receive_type(ws, "welcome")
                 await inbox.wait_for("welcome")
                 await ws.send(json.dumps({"type": "chat", "name": "plain", "text": "from /ws"}))
@@ -218,9 +220,11 @@ async def test_plain_websocket_chat_is_broadcast_and_counters_are_published() ->
     with trio.fail_after(TEST_TIMEOUT):
         async with running_demo() as demo:
             url = f"ws://127.0.0.1:{demo.port}/ws"
-            async with connect(url) as alice, connect(url) as bob:
+            async with connect(url) as alice, connect(url + "?stats=1") as bob:
                 assert (await receive_type(alice, "welcome"))["transport"] == "websocket"
                 await receive_type(bob, "welcome")
+                # Counters are opt-in on /ws as on Socket.IO: only bob asked for them.
+                assert [ws.request.query for ws in demo.ws_stats] == ["stats=1"]
                 await alice.send(json.dumps({"type": "chat", "name": "alice", "text": " hi bob "}))
                 for ws in (alice, bob):
                     line = await receive_type(ws, "chat")
@@ -291,6 +295,8 @@ def test_command_line_parsing() -> None:
     args = parser.parse_args(["client", "http://h:1", "--transport", "polling", "--namespace", "/chat",
                               "--auth", '{"stats": true}'])
     assert (args.transport, args.namespace, args.auth) == ("polling", "/chat", {"stats": True})
+    args = parser.parse_args(["client", "ws://h:1/ws", "--stats", "--raw", "--name", "n"])
+    assert (args.stats, args.raw, args.name) == (True, True, "n")
     for bad in (["client", "http://h:1", "--namespace", "chat"], ["client", "http://h:1", "--auth", "[1]"],
                 ["client", "http://h:1", "--transport", "carrier-pigeon"]):
         with pytest.raises(SystemExit):
@@ -393,11 +399,55 @@ async def test_socketio_cli_commands() -> None:
 async def test_websocket_cli_still_speaks_plain_websocket() -> None:
     with trio.fail_after(TEST_TIMEOUT):
         async with running_demo() as demo:
-            line = json.dumps({"type": "chat", "name": "ws-cli", "text": "plain"})
+            line = json.dumps({"type": "chat", "name": "ws-cli", "text": "plain"})  # JSON: sent as is
             out, _ = await _run_cli([f"ws://127.0.0.1:{demo.port}/ws"], [line], until='"text":"plain"')
     messages = [json.loads(x) for x in out.splitlines()]
     assert messages[0]["type"] == "welcome"
     assert any(m["type"] == "chat" and m["name"] == "ws-cli" for m in messages)
+
+
+async def test_websocket_cli_sends_a_typed_line_as_chat_and_stats_only_when_asked() -> None:
+    with trio.fail_after(TEST_TIMEOUT):
+        async with running_demo() as demo:
+            url = f"ws://127.0.0.1:{demo.port}/ws"
+            out, err = await _run_cli([url, "--name", "typist"], ["", "hello there"], until="hello there")
+            asked, _ = await _run_cli([url, "--stats"], ["hi"], until='"type": "stats"')
+    messages = [json.loads(x) for x in out.splitlines()]
+    chats = [(m["name"], m["text"]) for m in messages if m["type"] == "chat"]
+    assert chats == [("typist", "hello there")]  # the blank line was not sent
+    assert not [m for m in messages if m["type"] in ("stats", "error")]
+    assert any(json.loads(x)["type"] == "stats" for x in asked.splitlines())
+
+
+async def test_websocket_cli_raw_sends_lines_verbatim() -> None:
+    with trio.fail_after(TEST_TIMEOUT):
+        async with running_demo() as demo:
+            out, _ = await _run_cli([f"ws://127.0.0.1:{demo.port}/ws", "--raw"], ["not json"], until='"error"')
+    assert any(json.loads(x) == {"type": "error", "reason": "not JSON"} for x in out.splitlines())
+
+
+def test_busy_port_is_one_line_with_what_to_do() -> None:
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        env = {**os.environ, "PYTHONPATH": str(SRC) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+        proc = subprocess.run([sys.executable, "-m", "volleyio", "--port", str(port)],
+                              capture_output=True, text=True, env=env, timeout=60)
+    assert proc.returncode == 1
+    assert proc.stdout == ""
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert f"port {port} is already in use" in lines[0] and "--port" in lines[0]
+
+
+def test_help_is_plain_text() -> None:
+    for argv in ([], ["demo"], ["client"], ["info"]):
+        parser = _parser()
+        text = parser.format_help() if not argv else parser._subparsers._group_actions[0].choices[argv[0]].format_help()  # type: ignore[union-attr]
+        assert "``" not in text and ":class:" not in text and ":func:" not in text, text
 
 
 async def test_websocket_cli_exits_when_the_server_goes_away_while_nobody_types() -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 
@@ -830,6 +831,23 @@ def test_cors_credentials_echo_origin_even_with_star() -> None:
     assert isinstance(response, HttpResponse)
     assert response.header("Access-Control-Allow-Origin") == "https://a.test"
     assert response.header("Access-Control-Allow-Credentials") == "true"
+
+
+@pytest.mark.parametrize("spelling", ["*", ["*"], ("https://b.test", "*")])
+def test_any_origin_spelled_as_star_or_list_with_star(spelling: Any) -> None:
+    config = ServerConfig(allowed_origins=spelling, cors=CorsConfig(allowed_origins=spelling))
+    assert config.allowed_origins == "*" and config.cors is not None and config.cors.allowed_origins == "*"
+    response = EngineIOServer(config).handle_request(req(headers={"origin": "https://a.test", "host": "s.test"}), T0)
+    assert isinstance(response, HttpResponse) and response.status == 200
+    assert response.header("Access-Control-Allow-Origin") == "*"
+
+
+def test_a_single_origin_string_is_one_origin_not_its_characters() -> None:
+    server = EngineIOServer(ServerConfig(cors=CorsConfig(allowed_origins="https://app.test")))  # type: ignore[arg-type]
+    assert server.config.cors is not None and server.config.cors.allowed_origins == ("https://app.test",)
+    ok = server.handle_request(req(headers={"origin": "https://app.test", "host": "s.test"}), T0)
+    assert isinstance(ok, HttpResponse) and ok.header("Access-Control-Allow-Origin") == "https://app.test"
+    assert json_error(server.handle_request(req(headers={"origin": "h", "host": "s.test"}), T0))[0] == 403
 
 
 def test_cors_star_without_credentials() -> None:

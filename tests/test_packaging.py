@@ -115,6 +115,30 @@ def test_cibuildwheel_matrix() -> None:
     assert set(cibw["windows"]["archs"]) == {"AMD64", "ARM64"}
 
 
+def test_metadata_classifiers_and_urls_match_the_build_matrix() -> None:
+    project = _pyproject()["project"]
+    classifiers = set(project["classifiers"])
+    versions = sorted({py[2:].rstrip("t") for py in PYTHONS})  # "310", ..., "314"
+    for v in versions:
+        assert f"Programming Language :: Python :: {v[0]}.{v[1:]}" in classifiers
+    assert project["requires-python"] == f">={versions[0][0]}.{versions[0][1:]}"
+    for system in ("POSIX :: Linux", "MacOS", "Microsoft :: Windows"):  # the wheel platforms
+        assert f"Operating System :: {system}" in classifiers
+    assert {"Documentation", "Source", "Changelog"} <= set(project["urls"])
+
+
+def test_free_threaded_wheel_is_tested_for_the_gil() -> None:
+    # The cp314t job runs tests/test_free_threading.py with VOLLEYIO_EXPECT_FREE_THREADING=1:
+    # there it cannot skip, and it fails if the compiled module brought the GIL back.
+    cibw = _pyproject()["tool"]["cibuildwheel"]
+    (override,) = [o for o in cibw.get("overrides", []) if o["select"] == "cp314t-*"]
+    assert override["test-environment"] == {"VOLLEYIO_EXPECT_COMPILED": "1", "VOLLEYIO_EXPECT_FREE_THREADING": "1"}
+    assert "tests" in cibw["test-command"] and "not interop" in cibw["test-command"]
+    assert (ROOT / "tests" / "test_free_threading.py").exists()
+    pyx = (ROOT / "ext" / "_compiled.pyx").read_text(encoding="utf-8")
+    assert "# cython: freethreading_compatible=True" in pyx.splitlines()[:5]
+
+
 def test_manifest_ships_extension_sources() -> None:
     lines = (ROOT / "MANIFEST.in").read_text(encoding="utf-8").splitlines()
     assert "graft ext" in lines

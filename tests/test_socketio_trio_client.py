@@ -536,20 +536,74 @@ async def test_unanswered_connect_times_out() -> None:
     with trio.fail_after(TEST_TIMEOUT):
         async with trio.open_nursery() as nursery:
             url = await start_scripted(nursery, script)
-            with pytest.raises(vt.ConnectError, match="timed out"):
-                async with vt.connect_socketio(url, connect_timeout=0.3):
+            with pytest.raises(vt.SocketIOConnectError, match="timed out") as info:
+                async with vt.connect_socketio(url, connect_timeout=0.3, reconnection=False):
                     pytest.fail("connected without an answer")
             nursery.cancel_scope.cancel()
+    assert not info.value.refused and isinstance(info.value.__cause__, vt.ConnectError)
 
 
-async def test_initial_connection_failure_raises() -> None:
+async def test_initial_connection_failure_raises_the_socketio_error() -> None:
+    errors: list[vt.SocketIOConnectError] = []
     with trio.socket.socket() as sock:
         await sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]  # bound, not listening: connections are refused
+        client = vt.SocketIOClient(f"http://127.0.0.1:{port}", reconnection=False)
+        client.on("connect_error", handler=errors.append)
         with trio.fail_after(TEST_TIMEOUT):
-            with pytest.raises(vt.ConnectError):
-                async with vt.connect_socketio(f"http://127.0.0.1:{port}"):
+            with pytest.raises(vt.SocketIOConnectError) as info:
+                async with client:
                     pytest.fail("connected to nothing")
+    assert not info.value.refused and f"127.0.0.1:{port}" in str(info.value)
+    assert isinstance(info.value.__cause__, vt.ConnectError)  # the transport's error, chained
+    assert errors == [info.value]
+
+
+async def test_initial_connection_retried_until_attempts_run_out() -> None:
+    errors: list[vt.SocketIOConnectError] = []
+    with trio.socket.socket() as sock:
+        await sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+        client = vt.SocketIOClient(
+            f"http://127.0.0.1:{port}", reconnection_attempts=2, reconnection_delay=0.05,
+            reconnection_delay_max=0.1,
+        )
+        client.on("connect_error", handler=errors.append)
+        with trio.fail_after(TEST_TIMEOUT):
+            with pytest.raises(vt.SocketIOConnectError):
+                async with client:
+                    pytest.fail("connected to nothing")
+    assert len(errors) == 3  # the first attempt and two retries, as the JS client counts
+
+
+async def test_initial_connection_retried_until_the_server_is_up() -> None:
+    errors: list[vt.SocketIOConnectError] = []
+
+    async def script(session: vt.EngineIOSession, index: int) -> None:
+        await accept(session, "late")
+        await echo_events(session)
+
+    with trio.socket.socket() as sock:
+        await sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    with trio.fail_after(TEST_TIMEOUT):
+        async with trio.open_nursery() as nursery:
+
+            async def start_later() -> None:
+                while not errors:  # down at the first attempt
+                    await trio.sleep(0.01)
+                await nursery.start(
+                    partial(vt.serve_engineio, partial(script, index=0), "127.0.0.1", port, path="/socket.io/")
+                )
+
+            nursery.start_soon(start_later)
+            client = vt.SocketIOClient(f"http://127.0.0.1:{port}", reconnection_delay=0.2, reconnection_delay_max=0.4)
+            client.on("connect_error", handler=errors.append)
+            async with client:
+                assert client.sid("/") == "late"
+                assert await client.call("echo", 1) == 1
+            nursery.cancel_scope.cancel()
+    assert errors and all(not e.refused for e in errors)
 
 
 async def test_gives_up_after_reconnection_attempts() -> None:

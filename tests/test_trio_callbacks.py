@@ -13,7 +13,6 @@ from typing import Any
 
 import pytest
 import trio
-from websockets.trio.client import connect as ws_connect
 
 import volleyio.trio as vt
 from _trio_support import (
@@ -21,12 +20,14 @@ from _trio_support import (
     TEST_TIMEOUT,
     Certs,
     chromium_path,
+    needs_websockets_trio,
     node_path,
     node_ws_available,
     playwright_available,
     require_peer,
     start_server,
 )
+from _trio_support import ws_trio_connect as ws_connect
 from volleyio import _speedups
 
 
@@ -79,6 +80,7 @@ async def test_echo_and_callback_order_with_our_client() -> None:
     assert len(handler.calls) == 2 + 2 + 50
 
 
+@needs_websockets_trio
 @pytest.mark.interop
 async def test_websockets_client_text_binary_large_fragmented_ping() -> None:
     handler = Recorder()
@@ -108,6 +110,7 @@ async def test_websockets_client_text_binary_large_fragmented_ping() -> None:
     assert handler.calls[-1] == ("close", 1000, "")
 
 
+@needs_websockets_trio
 @pytest.mark.interop
 async def test_websockets_client_with_compression() -> None:
     handler = Recorder()

@@ -9,15 +9,16 @@ import pytest
 import trio
 from websockets.exceptions import ConnectionClosed as WSConnectionClosed
 from websockets.exceptions import InvalidStatus
-from websockets.trio.client import connect as ws_connect
-from websockets.trio.server import serve as ws_serve
 
 import volleyio.trio as vt
-from _trio_support import TEST_TIMEOUT, Certs, echo_for, echo_handler, start_server
+from _trio_support import TEST_TIMEOUT, Certs, echo_for, echo_handler, needs_websockets_trio, start_server
+from _trio_support import ws_trio_connect as ws_connect
+from _trio_support import ws_trio_serve as ws_serve
 
 pytestmark = pytest.mark.interop
 
 
+@needs_websockets_trio
 async def test_text_binary_large_echo_websockets_client(handler_style: str) -> None:
     with trio.fail_after(TEST_TIMEOUT):
         async with trio.open_nursery() as nursery:
@@ -38,6 +39,7 @@ async def test_text_binary_large_echo_websockets_client(handler_style: str) -> N
             server.shutdown()
 
 
+@needs_websockets_trio
 async def test_fragmented_messages_from_websockets_client(handler_style: str) -> None:
     with trio.fail_after(TEST_TIMEOUT):
         async with trio.open_nursery() as nursery:
@@ -51,6 +53,7 @@ async def test_fragmented_messages_from_websockets_client(handler_style: str) ->
             server.shutdown()
 
 
+@needs_websockets_trio
 async def test_streaming_receive_yields_each_fragment() -> None:
     pieces: list[object] = []
 
@@ -70,6 +73,7 @@ async def test_streaming_receive_yields_each_fragment() -> None:
     assert pieces == [b"a" * 1000, b"b" * 1000, b"c", b""]
 
 
+@needs_websockets_trio
 async def test_ping_pong_both_directions() -> None:
     server_pinged = trio.Event()
 
@@ -93,6 +97,7 @@ async def test_ping_pong_both_directions() -> None:
             server.shutdown()
 
 
+@needs_websockets_trio
 @pytest.mark.parametrize("code", [1000, 1001, 1003, 1008, 1011, 3000, 4999])
 async def test_server_close_codes_seen_by_websockets(code: int) -> None:
     async def handler(ws: vt.WebSocketConnection) -> None:
@@ -110,6 +115,7 @@ async def test_server_close_codes_seen_by_websockets(code: int) -> None:
             server.shutdown()
 
 
+@needs_websockets_trio
 async def test_client_close_code_seen_by_volleyio_server() -> None:
     seen: list[tuple[int, str]] = []
 
@@ -129,6 +135,7 @@ async def test_client_close_code_seen_by_volleyio_server() -> None:
     assert seen == [(4001, "custom")]
 
 
+@needs_websockets_trio
 async def test_subprotocol_and_headers_with_websockets_client() -> None:
     seen: dict[str, object] = {}
 
@@ -152,6 +159,7 @@ async def test_subprotocol_and_headers_with_websockets_client() -> None:
     assert seen == {"subprotocol": "chat.v2", "token": "t0k"}
 
 
+@needs_websockets_trio
 async def test_process_request_rejects_with_status(handler_style: str) -> None:
     async def auth(request: vt.Request) -> vt.Response | None:
         if request.header("authorization") != "Bearer good":
@@ -174,6 +182,7 @@ async def test_process_request_rejects_with_status(handler_style: str) -> None:
             server.shutdown()
 
 
+@needs_websockets_trio
 async def test_tls_with_websockets_client(tmp_path: Path, handler_style: str) -> None:
     certs = Certs(tmp_path)
     with trio.fail_after(TEST_TIMEOUT):
@@ -224,6 +233,7 @@ async def _start_ws_server(nursery: trio.Nursery, **options: object) -> int:
     return int(server.listeners[0].socket.getsockname()[1])
 
 
+@needs_websockets_trio
 async def test_volleyio_client_against_websockets_server() -> None:
     with trio.fail_after(TEST_TIMEOUT):
         async with trio.open_nursery() as nursery:
@@ -243,6 +253,7 @@ async def test_volleyio_client_against_websockets_server() -> None:
             nursery.cancel_scope.cancel()
 
 
+@needs_websockets_trio
 async def test_volleyio_client_close_code_seen_by_websockets_server() -> None:
     codes: list[int | None] = []
 
@@ -267,6 +278,7 @@ async def test_volleyio_client_close_code_seen_by_websockets_server() -> None:
     assert codes == [4321]
 
 
+@needs_websockets_trio
 async def test_volleyio_client_sees_websockets_server_close() -> None:
     async def handler(ws: object) -> None:
         await ws.aclose(1008, "policy")  # type: ignore[attr-defined]
@@ -284,6 +296,7 @@ async def test_volleyio_client_sees_websockets_server_close() -> None:
             nursery.cancel_scope.cancel()
 
 
+@needs_websockets_trio
 async def test_volleyio_client_subprotocol_headers_tls_against_websockets(tmp_path: Path) -> None:
     certs = Certs(tmp_path)
     seen: dict[str, object] = {}
@@ -313,6 +326,7 @@ async def test_volleyio_client_subprotocol_headers_tls_against_websockets(tmp_pa
     assert seen["hdr"] == "1" and seen["sub"] in ("a", "b")
 
 
+@needs_websockets_trio
 async def test_connect_error_carries_status_from_websockets_server() -> None:
     from websockets.http11 import Response as WSResponse
     from websockets.datastructures import Headers
@@ -335,6 +349,7 @@ async def test_connect_error_carries_status_from_websockets_server() -> None:
             nursery.cancel_scope.cancel()
 
 
+@needs_websockets_trio
 async def test_receive_many_batches_in_order_and_assembles_fragments() -> None:
     batches: list[list[object]] = []
 

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from .errors import HandshakeError, ProtocolError, VolleyError
+from .errors import HandshakeError, ProtocolError, SpeedupsUnavailableWarning, VolleyError
 
 __version__ = "0.1.0.dev0"
 
-__all__ = ["HandshakeError", "ProtocolError", "VolleyError", "__version__"]
+__all__ = ["HandshakeError", "ProtocolError", "SpeedupsUnavailableWarning", "VolleyError", "__version__"]

@@ -23,6 +23,17 @@ class HandshakeError(VolleyError):
         self.status = status
 
 
+class SpeedupsUnavailableWarning(RuntimeWarning):
+    """Issued once, when ``volleyio._speedups`` is imported, if the compiled speedups were
+    built for this installation (or their build was attempted and failed, e.g. a source
+    install without a C compiler) but cannot be loaded: volleyio then runs on the
+    pure-Python twins, with the same behaviour and lower speed. Not issued when
+    ``VOLLEYIO_NO_EXTENSIONS=1`` asks for the pure twins, nor where no build was attempted
+    (PyPy, a build with ``VOLLEYIO_NO_EXTENSIONS=1``, a source checkout on ``sys.path``).
+    Silence it with ``warnings.filterwarnings("ignore", category=SpeedupsUnavailableWarning)``
+    or ``VOLLEYIO_NO_EXTENSIONS=1``."""
+
+
 class ConnectionClosedError(VolleyError):
     """An operation needs an open connection but it is closing or closed.
 

@@ -64,9 +64,12 @@ wording of a wrong argument *count* differs (CPython's vs Cython's TypeError).
 from __future__ import annotations
 
 import os
+import warnings
+from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+from ..errors import SpeedupsUnavailableWarning
 from . import _pure
 
 IMPLEMENTATION: str = "python"
@@ -76,12 +79,46 @@ _EXPORTS = (
 )
 
 
+#: Why the compiled module could not be imported (None: it could, or was not tried).
+LOAD_ERROR: str | None = None
+
+#: Written by setup.py next to the extension when it builds (or fails to build) it.
+BUILD_STATUS_FILE = Path(__file__).with_name("_build_status")
+
+
 def _load_compiled() -> ModuleType | None:
+    global LOAD_ERROR
     try:
         from . import _compiled
-    except ImportError:
+    except ImportError as exc:
+        if isinstance(exc, ModuleNotFoundError) or "partially initialized" in str(exc):
+            LOAD_ERROR = "no compiled module for this Python in the installation"
+        else:  # there, but not loadable (wrong platform, missing symbol...)
+            LOAD_ERROR = str(exc) or exc.__class__.__name__
         return None
+    LOAD_ERROR = None
     return _compiled
+
+
+def build_status() -> str | None:
+    """What setup.py recorded about the compiled module for this installation:
+    ``"built"``, ``"failed: <reason>"``, or None when no build was attempted (PyPy,
+    ``VOLLEYIO_NO_EXTENSIONS=1`` at build time, a source checkout put on ``sys.path``).
+    The compiled module "should be there" exactly when this is not None."""
+    try:
+        return BUILD_STATUS_FILE.read_text(encoding="utf-8").strip() or None
+    except OSError:
+        return None
+
+
+def kernels() -> dict[str, str]:
+    """The hot-loop kernels in use: ``{"mask": ..., "utf8": ...}``. The compiled module
+    names the SIMD kernel its CPU dispatch chose (``"avx2"``, ``"sse2"``, ``"ssse3"``,
+    ``"neon"`` or ``"scalar"``); the pure-Python twin says ``"python"``."""
+    if IMPLEMENTATION == "compiled":
+        info: dict[str, str] = available()["compiled"]._simd_info()
+        return dict(info)
+    return {"mask": "python", "utf8": "python"}
 
 
 def _extensions_disabled() -> bool:
@@ -126,5 +163,15 @@ encode_message = _pure.encode_message
 
 if "compiled" not in available():
     select("python")
+    if not _extensions_disabled() and build_status() is not None:
+        status = build_status()
+        why = f"the build {status}" if status != "built" else f"built, but not importable: {LOAD_ERROR}"
+        warnings.warn(
+            f"volleyio's compiled speedups are not available ({why}); running on the pure-Python "
+            "twins: same behaviour, lower speed. Reinstall with a C compiler to get them, or set "
+            "VOLLEYIO_NO_EXTENSIONS=1 to use the pure twins without this warning.",
+            SpeedupsUnavailableWarning,
+            stacklevel=2,
+        )
 else:
     select("compiled")

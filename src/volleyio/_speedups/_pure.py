@@ -128,7 +128,10 @@ def validate_utf8(data: Buffer) -> int:
 
 
 class Utf8Validator:
-    """Validate UTF-8 arriving in pieces, failing at the first bad byte of any piece."""
+    """Validate UTF-8 arriving in pieces, failing at the first bad byte of any piece.
+
+    Not thread-safe per object: feed one validator from one thread at a time.
+    """
 
     __slots__ = ("_pending", "_failed")
 

@@ -1,7 +1,10 @@
 """Interactive clients for ``python -m volleyio client URL``.
 
-* ``ws://`` / ``wss://`` URLs: a plain WebSocket client; each line typed is sent as a
-  text message, each message received is printed.
+* ``ws://`` / ``wss://`` URLs: a plain WebSocket client for the demo's ``/ws`` door; a
+  line typed is sent as a chat message (``{"type": "chat", "name": ..., "text": line}``),
+  a line that is already a JSON object is sent as it is, and ``--raw`` sends every line
+  verbatim (for other servers). Each message received is printed. The demo's counters
+  arrive only with ``--stats`` (which asks for them: ``?stats=1``).
 * ``http://`` / ``https://`` URLs (or ``--socketio``): a Socket.IO client. A line typed
   is emitted as the demo's ``chat`` event (``{"name": ..., "text": line}``); commands
   start with ``/`` (``/help`` lists them). Every event received is printed as
@@ -94,10 +97,27 @@ async def read_lines(source: TextIO) -> AsyncIterator[str]:
         yield line.rstrip("\r\n")
 
 
-async def run_client(url: str) -> int:
+def chat_line(line: str, name: str) -> str:
+    """What the WebSocket client sends for a typed line: a JSON object as it is, any other
+    text as the demo's chat message."""
+    if line.lstrip().startswith("{"):
+        return line
+    return json.dumps({"type": "chat", "name": name, "text": line}, ensure_ascii=False)
+
+
+def with_stats_query(url: str) -> str:
+    """``url`` asking the demo's ``/ws`` door for the counters (``stats=1``)."""
+    parts = urlsplit(url)
+    query = f"{parts.query}&stats=1" if parts.query else "stats=1"
+    return urlunsplit((parts.scheme, parts.netloc, parts.path or "/", query, ""))
+
+
+async def run_client(url: str, *, name: str = "cli", raw: bool = False, stats: bool = False) -> int:
     """The plain WebSocket client. Returns 0 after end of input, 1 when the server closed
     the connection (or it failed)."""
     quitting = False
+    if stats:
+        url = with_stats_query(url)
     try:
         async with connect(url) as ws:
             print(f"connected to {url}; type lines to send, Ctrl-D to close", file=sys.stderr)
@@ -115,8 +135,10 @@ async def run_client(url: str) -> int:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(print_incoming, nursery.cancel_scope)
                 async for line in read_lines(sys.stdin):
+                    if not line.strip() and not raw:
+                        continue  # a blank line is not a chat message
                     try:
-                        await ws.send(line)
+                        await ws.send(line if raw else chat_line(line, name))
                     except ConnectionClosed:
                         break  # print_incoming reports it
                 else:
@@ -148,7 +170,11 @@ class _SocketIOConsole:
         client.on("*", namespace, self.show_event)
         client.on("connect", namespace, self.connected)
         client.on("disconnect", namespace, lambda reason: _status(f"disconnected: {reason}"))
-        client.on("connect_error", namespace, lambda error: _status(f"connect error: {error}"))
+        client.on("connect_error", namespace, self.connect_error)
+
+    def connect_error(self, error: Any) -> None:
+        retrying = not getattr(error, "refused", True) and self.client.reconnection
+        _status(f"connect error: {error}" + ("; retrying (Ctrl-C to stop)" if retrying else ""))
 
     def show_event(self, event: str, *args: Any) -> None:
         print(format_event(str(event), args), flush=True)

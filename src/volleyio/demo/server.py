@@ -7,17 +7,19 @@ Everything the page needs is served by the same process:
 * ``/socket.io/`` - Socket.IO v5 over Engine.IO v4: the page starts on long-polling and
   upgrades to WebSocket when the network lets it, and stays on long-polling when not;
 * ``/ws`` - the same chat room over plain WebSocket with JSON messages
-  (``{"type": "chat", "name": ..., "text": ...}``), for WebSocket-only clients.
+  (``{"type": "chat", "name": ..., "text": ...}``), for WebSocket-only clients;
+* ``/favicon.ico`` - 204 (no icon; the page declares an empty one).
 
-A chat line from either door reaches everyone. Clients that connect with
-``auth={"stats": true}`` (the page does) join the ``stats`` room and get the counters once
-a second.
+A chat line from either door reaches everyone. The counters, once a second, go only to
+clients that ask: Socket.IO clients that connect with ``auth={"stats": true}`` (the page
+does), ``/ws`` clients that connect to ``/ws?stats=1``.
 """
 
 from __future__ import annotations
 
 import json
 import signal
+from urllib.parse import parse_qs
 import threading
 import sys
 import time
@@ -96,6 +98,8 @@ class Demo:
     def __init__(self) -> None:
         self.sio = SocketIOServer()
         self.ws_members: set[WebSocketConnection] = set()
+        #: The /ws clients that asked for the counters (``/ws?stats=1``).
+        self.ws_stats: set[WebSocketConnection] = set()
         self.messages_in = 0
         self.messages_out = 0
         self.started = time.monotonic()
@@ -142,6 +146,8 @@ class Demo:
     async def ws_chat(self, ws: WebSocketConnection) -> None:
         """The plain WebSocket door (``/ws``)."""
         self.ws_members.add(ws)
+        if parse_qs(ws.request.query).get("stats", ["0"])[-1] in ("1", "true"):
+            self.ws_stats.add(ws)
         try:
             await ws.send(json.dumps({"type": "welcome", "version": __version__, "transport": "websocket"}))
             async for raw in ws:
@@ -155,6 +161,7 @@ class Demo:
             pass
         finally:
             self.ws_members.discard(ws)
+            self.ws_stats.discard(ws)
 
     # ------------------------------------------------------------------ counters
 
@@ -191,8 +198,8 @@ class Demo:
             stats = self.stats()
             # Volatile: a client that is busy (a poll in flight) skips a tick rather than queueing.
             await self.sio.emit("stats", stats, to=STATS_ROOM, volatile=True)
-            if self.ws_members:
-                broadcast(self.ws_members, json.dumps({"type": "stats", **stats}))
+            if self.ws_stats:
+                broadcast(self.ws_stats, json.dumps({"type": "stats", **stats}))
 
     # ------------------------------------------------------------------ HTTP
 
@@ -201,6 +208,8 @@ class Demo:
             return None
         if request.method not in ("GET", "HEAD"):
             return Response.text(405)
+        if request.path == "/favicon.ico":  # browsers ask for it; there is none
+            return Response(204, b"", [("cache-control", "max-age=86400")])
         if request.path in ("/", "/index.html"):
             return Response(200, self._page, [("content-type", "text/html; charset=utf-8"), ("cache-control", "no-store")])
         if request.path.startswith("/static/"):

@@ -32,6 +32,7 @@ from .server import (
     Session,
     Upgraded,
     WebSocketChannel,
+    normalize_origins,
 )
 
 __all__ = [
@@ -62,4 +63,5 @@ __all__ = [
     "decode_websocket_frame",
     "encode_payload",
     "encode_websocket_frame",
+    "normalize_origins",
 ]

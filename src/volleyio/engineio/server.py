@@ -59,7 +59,7 @@ import json
 import re
 import secrets
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal, Union
 from ..origin import origin_allowed, same_origin
@@ -76,6 +76,7 @@ from .packets import (
 )
 
 __all__ = [
+    "normalize_origins",
     "AcceptWebSocket",
     "Connected",
     "CorsConfig",
@@ -252,18 +253,33 @@ Event = Union[Connected, MessageReceived, Upgraded, Disconnected]
 # ----------------------------------------------------------------------------- configuration
 
 
+def normalize_origins(origins: str | Sequence[str]) -> tuple[str, ...] | Literal["*"]:
+    """One spelling for an origin allow-list: ``"*"`` (any origin) whether it was given as
+    ``"*"`` or as a sequence containing ``"*"``; else a tuple (a lone string is one origin)."""
+    if isinstance(origins, str):
+        return "*" if origins == "*" else (origins,)
+    values = tuple(origins)
+    return "*" if "*" in values else values
+
+
 @dataclass(frozen=True, slots=True)
 class CorsConfig:
-    """CORS for polling responses. ``allowed_origins="*"`` allows any origin.
+    """CORS for polling responses. ``allowed_origins="*"`` allows any origin (so does a
+    sequence containing ``"*"``; a single origin may be given as a string).
 
-    With ``credentials`` the request's Origin is echoed (never ``*``) and
-    ``Access-Control-Allow-Credentials: true`` is added.
+    An allowed origin gets ``Access-Control-Allow-Origin: *`` when every origin is
+    allowed and ``credentials`` is off; otherwise the request's Origin is echoed with
+    ``Vary: Origin``, and with ``credentials`` ``Access-Control-Allow-Credentials: true``
+    is added.
     """
 
     allowed_origins: tuple[str, ...] | Literal["*"] = ()
     credentials: bool = False
     allowed_methods: tuple[str, ...] = ("GET", "POST", "OPTIONS")
     max_age: int | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "allowed_origins", normalize_origins(self.allowed_origins))
 
     def allows(self, origin: str) -> bool:
         """True if ``origin`` is allowed (compared by :func:`volleyio.origin.normalize_origin`)."""
@@ -304,6 +320,8 @@ class ServerConfig:
         unknown = set(self.transports) - {"polling", "websocket"}
         if unknown or not self.transports:
             raise ValueError(f"unsupported transports: {sorted(unknown)}")
+        if self.allowed_origins is not None:
+            object.__setattr__(self, "allowed_origins", normalize_origins(self.allowed_origins))
 
 
 # ------------------------------------------------------------------------------ the session

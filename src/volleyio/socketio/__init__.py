@@ -5,7 +5,19 @@ from __future__ import annotations
 from .acks import NO_ACK, AckError, ack_arguments, ack_result
 from .adapter import Adapter, BroadcastOptions, InMemoryAdapter
 from .cluster import ClusterCore, ClusterDecodeError, ClusterMessage, ClusterRequestTimeout, MessageType
-from .client import SendBufferFullError, SocketIOClient, SocketIOConnectError, SocketIODisconnectedError
+from .client import (
+    ClientAckReceived,
+    ClientAcksFailed,
+    ClientConnected,
+    ClientConnectRefused,
+    ClientDisconnected,
+    ClientEventReceived,
+    NamespaceState,
+    SendBufferFullError,
+    SocketIOClient,
+    SocketIOConnectError,
+    SocketIODisconnectedError,
+)
 from .packets import (
     MAX_ACK_ID,
     RESERVED_EVENTS,
@@ -47,6 +59,12 @@ __all__ = [
     "AckReceived",
     "Adapter",
     "BroadcastOptions",
+    "ClientAckReceived",
+    "ClientAcksFailed",
+    "ClientConnectRefused",
+    "ClientConnected",
+    "ClientDisconnected",
+    "ClientEventReceived",
     "ClusterCore",
     "ClusterDecodeError",
     "ClusterMessage",
@@ -62,6 +80,7 @@ __all__ = [
     "InMemoryAdapter",
     "MessageType",
     "NamespaceConfig",
+    "NamespaceState",
     "Packet",
     "PacketType",
     "SendBufferFullError",

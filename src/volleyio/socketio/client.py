@@ -108,14 +108,20 @@ PARSE_ERROR = "parse error"
 
 
 class SocketIOConnectError(VolleyError):
-    """The server refused a namespace (``44``), or its CONNECT answer was invalid.
+    """The server refused a namespace (``44``), its CONNECT answer was invalid, or the
+    server could not be reached at all (``refused`` is then False).
 
     ``message`` and ``data`` are the refusal's (``data`` is ``None`` when absent), as the
-    JS client's ``connect_error`` Error has them.
+    JS client's ``connect_error`` Error has them; for an unreachable server ``message``
+    says what failed and the transport's exception is the ``__cause__``.
     """
 
-    def __init__(self, namespace: str, message: str, data: Any = None) -> None:
-        super().__init__(f"connection to namespace {namespace!r} refused: {message}")
+    def __init__(self, namespace: str, message: str, data: Any = None, *, refused: bool = True) -> None:
+        if refused:
+            super().__init__(f"connection to namespace {namespace!r} refused: {message}")
+        else:
+            super().__init__(message)
+        self.refused = refused
         self.namespace = namespace
         self.message = message
         self.data = data
@@ -267,7 +273,7 @@ class SocketIOClient:
 
     @property
     def close_reason(self) -> str | None:
-        """Set when the server broke the protocol: the driver must close Engine.IO."""
+        """Set when the server broke the protocol (the driver must then close Engine.IO)."""
         return self._close_reason
 
     def state(self, namespace: str) -> NamespaceState | None:

@@ -19,7 +19,7 @@ Client::
 from __future__ import annotations
 
 from ._broadcast import broadcast
-from ._client import backoff_delay, connect, parse_url, reconnecting
+from ._client import WSURL, backoff_delay, connect, parse_url, reconnecting
 from ._cluster import ClusterAdapter, ClusterConnectError, ClusterUnavailableError
 from ._cluster_api import RemoteSocket
 from ._connection import FANOUT_LIMIT, Limits, MessageHandler, Statistics, WebSocketConnection
@@ -109,6 +109,7 @@ __all__ = [
     "SocketIOServer",
     "Statistics",
     "WebSocketConnection",
+    "WSURL",
     "WebSocketServer",
     "backoff_delay",
     "broadcast",

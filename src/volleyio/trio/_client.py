@@ -29,6 +29,8 @@ MAX_RESPONSE_HEAD = 32 * 1024
 
 @dataclass
 class WSURL:
+    """A parsed ``ws://``/``wss://`` URL (:func:`parse_url`)."""
+
     secure: bool
     host: str
     port: int

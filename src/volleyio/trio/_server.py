@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import inspect
 import logging
 import ssl as _ssl
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -23,7 +24,8 @@ logger = logging.getLogger("volleyio.trio.server")
 AsyncHandler = Callable[[WebSocketConnection], Awaitable[Any]]
 #: ``async def handler(ws)``, or a :class:`MessageHandler` (callbacks, no task per message).
 Handler = Union[AsyncHandler, MessageHandler]
-ProcessRequest = Callable[[Request], Awaitable[Union[Response, None]]]
+#: ``process_request``: ``async def`` or a plain function; returns a Response or None.
+ProcessRequest = Callable[[Request], Union[Awaitable[Union[Response, None]], Response, None]]
 SelectSubprotocol = Callable[[Request, list[str]], Union[str, None]]
 
 _ACCEPT_RETRY_ERRNOS = {errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS}
@@ -64,7 +66,7 @@ class WebSocketServer:
         handler: Handler | Mapping[str, Handler] | None,
         *,
         ssl_context: _ssl.SSLContext | None = None,
-        origins: Sequence[str] | None = None,
+        origins: str | Sequence[str] | None = None,
         subprotocols: Sequence[str] = (),
         select_subprotocol: SelectSubprotocol | None = None,
         process_request: ProcessRequest | None = None,
@@ -78,7 +80,8 @@ class WebSocketServer:
         self.mounts: dict[str, HttpMount] = dict(mounts or {})
         self._mount_order = sorted(self.mounts.items(), key=lambda item: len(item[0]), reverse=True)
         self.ssl_context = ssl_context
-        self.origins = list(origins) if origins is not None else None
+        # A string is one origin or "*"; the core reads either form.
+        self.origins = origins if origins is None or isinstance(origins, str) else list(origins)
         self.subprotocols = list(subprotocols)
         self.select_subprotocol = select_subprotocol
         self.process_request = process_request
@@ -296,7 +299,9 @@ class WebSocketServer:
         handler = self._route(request.path)
         if self.process_request is not None:
             try:
-                answer = await self.process_request(request)
+                answer = self.process_request(request)
+                if inspect.isawaitable(answer):
+                    answer = await answer
             except Exception:  # noqa: BLE001
                 logger.exception("process_request failed")
                 return Response.text(500)
@@ -338,7 +343,7 @@ async def serve(
     port: int = 0,
     *,
     ssl_context: _ssl.SSLContext | None = None,
-    origins: Sequence[str] | None = None,
+    origins: str | Sequence[str] | None = None,
     subprotocols: Sequence[str] = (),
     select_subprotocol: SelectSubprotocol | None = None,
     process_request: ProcessRequest | None = None,
@@ -367,9 +372,13 @@ async def serve(
     on shutdown every client gets 1001, bounded by ``close_timeout``.
 
     ``origins``: None = same-origin when an Origin header is present (requests
-    without Origin are accepted); a list = exact allow-list, ``"*"`` allows any.
-    ``process_request(request)`` may return a :class:`Response` to answer the
-    request itself (plain HTTP, or rejecting an unauthenticated upgrade).
+    without Origin are accepted); a list = exact allow-list; ``"*"`` allows any
+    (so does a list containing ``"*"``).
+    ``process_request(request)`` runs before the upgrade; it may be ``async def`` or a
+    plain function (called, and awaited when it returns an awaitable). Returning a
+    :class:`Response` answers the request itself (plain HTTP, or rejecting an
+    unauthenticated upgrade); ``None`` goes on with the upgrade. If it raises, the
+    request gets 500 and the exception is logged.
     """
     extensions = list(extensions)
     if compression == "deflate":

@@ -444,7 +444,7 @@ class SocketIOClient:
         try:
             with trio.CancelScope() as scope:
                 self._run_scope = scope
-                opened, reason = await self._session(task_status)  # raises if the first fails
+                opened, reason = await self._first_session(task_status)  # raises if it cannot
                 failures = 0
                 while True:
                     if self._closing:
@@ -477,6 +477,34 @@ class SocketIOClient:
                     failures = 0 if opened else failures + 1
         finally:
             self._finish(final_reason)
+
+    async def _first_session(self, task_status: trio.TaskStatus[None]) -> tuple[bool, str]:
+        """The first connection. A server that cannot be reached (refused TCP connection,
+        HTTP error, timeout) is a :class:`SocketIOConnectError` (``refused=False``, the
+        transport's error as its cause), reported to the ``connect_error`` handlers and,
+        with ``reconnection`` on, retried with the reconnection backoff as the JS client
+        does (up to ``reconnection_attempts`` retries); the last one is raised. A
+        namespace refused by the server is raised at once."""
+        failures = 0
+        while True:
+            try:
+                return await self._session(task_status)
+            except (ConnectError, EngineIOClosed, OSError) as exc:
+                error = SocketIOConnectError(
+                    self._initial_namespaces[0], f"cannot reach {self.url} ({exc})", refused=False
+                )
+                error.__cause__ = exc
+                for namespace in self._initial_namespaces:
+                    self._hook(namespace, "connect_error", (error,), True)
+                failures += 1
+                exhausted = self.reconnection_attempts is not None and failures > self.reconnection_attempts
+                if not self.reconnection or exhausted or self._closing:
+                    raise error from exc
+                delay = backoff_delay(
+                    failures, self.reconnection_delay, self.reconnection_delay_max, 2.0, self.randomization_factor
+                )
+                logger.info("Socket.IO connection to %s failed (%s); retrying in %.2f s", self.url, exc, delay)
+                await trio.sleep(delay)
 
     async def _session(self, task_status: trio.TaskStatus[None] | None) -> tuple[bool, str]:
         """One Engine.IO connection. Returns ``(opened, reason it ended)``. The first

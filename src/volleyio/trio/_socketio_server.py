@@ -320,7 +320,7 @@ class Handshake:
         self.request = request
         #: The CONNECT payload of this namespace.
         self.auth = auth
-        #: When the socket connected: milliseconds since the epoch (Node's ``issued``).
+        #: When the socket connected, in milliseconds since the epoch (Node's ``issued``).
         self.issued = issued
 
     @property
@@ -412,8 +412,11 @@ class Socket:
     def __init__(self, server: SocketIOServer, nsp: Namespace, sid: str, connection: _Connection, auth: Any) -> None:
         self.server = server
         self.nsp = nsp
+        #: The namespace socket id (distinct from the Engine.IO session id ``eio_sid``).
         self.id = sid
+        #: The CONNECT payload (``{}`` when the client sent none).
         self.auth = auth
+        #: Free for the application (python-socketio's session).
         self.data: dict[str, Any] = {}
         self.connected = False
         self._connection = connection
@@ -427,8 +430,8 @@ class Socket:
 
     @property
     def handshake(self) -> Handshake:
-        """The connection's handshake: headers, query, address, secure, connect time,
-        auth (see :class:`Handshake`; python-socketio's ``environ`` maps onto it)."""
+        """The connection's handshake (headers, query, address, secure, connect time,
+        auth; see :class:`Handshake`; python-socketio's ``environ`` maps onto it)."""
         return Handshake(getattr(self._connection.session, "request", None), self.auth, self._issued)
 
     @property
@@ -759,7 +762,7 @@ class SocketIOServer(ClusterOperations):
             cors = None
             if cors_origins is not None:
                 cors = _eio.CorsConfig(
-                    allowed_origins="*" if cors_origins == "*" else tuple(cors_origins),
+                    allowed_origins=_eio.normalize_origins(cors_origins),
                     credentials=cors_credentials,
                 )
             engineio_config = _eio.ServerConfig(
@@ -769,9 +772,7 @@ class SocketIOServer(ClusterOperations):
                 max_payload=max_payload,
                 transports=tuple(transports),
                 max_buffered_bytes=max_buffered_bytes,
-                allowed_origins=(
-                    None if allowed_origins is None else "*" if allowed_origins == "*" else tuple(allowed_origins)
-                ),
+                allowed_origins=None if allowed_origins is None else _eio.normalize_origins(allowed_origins),
                 cors=cors,
                 cookie=cookie,
             )

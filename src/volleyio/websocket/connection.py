@@ -333,8 +333,11 @@ class WebSocketConnection:
         self._utf8: _speedups.Utf8Validator | None = None
         self._text_decoder: codecs.IncrementalDecoder | None = None
 
+        #: The close frame this side sent (code, reason), once sent.
         self.close_sent: CloseInfo | None = None
+        #: The close frame the peer sent, once received.
         self.close_received: CloseInfo | None = None
+        #: The protocol error that failed the connection (the peer broke a rule), if any.
         self.failure: ProtocolError | None = None
         #: When True, a protocol violation found in received data does not queue the
         #: close frame at once: :attr:`failure` is set, :attr:`failure_pending`
