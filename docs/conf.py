@@ -50,3 +50,11 @@ intersphinx_mapping: dict[str, tuple[str, str | None]] = {}
 html_theme = "furo" if importlib.util.find_spec("furo") is not None else "alabaster"
 html_title = f"volleyio {release}"
 html_static_path: list[str] = []
+
+# Type aliases that signatures name but that have no entry of their own (they are shown as
+# text): the ASGI callable, a WebSocket route and the Admin UI's auth option.
+nitpick_ignore = [("py:class", "_ASGICallable"), ("py:class", "Route"), ("py:class", "AdminAuth")]
+# "more than one target found": a bare class name in a signature that is re-exported from
+# several modules (SocketIOServer from volleyio.trio and volleyio.socketio) resolves to one
+# of them; that is not a dead reference (those still fail the build).
+suppress_warnings = ["ref.python"]

@@ -41,7 +41,7 @@ __all__ = [
     "VolleyioCollector",
 ]
 
-#: Upper bounds (seconds) of the latency histograms: 1 ms to 10 s.
+#: Upper bounds, in seconds, of the latency histograms (1 ms to 10 s).
 DEFAULT_LATENCY_BUCKETS: tuple[float, ...] = (
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 )
@@ -84,11 +84,11 @@ class ClusterMetrics:
 
     An adapter exposes one as its ``cluster_metrics`` attribute and calls:
 
-    * :meth:`set_nodes` whenever its view of the live nodes changes (itself included);
-    * :meth:`observe_publish_lag` for each message it receives from another node, with
+    * ``set_nodes`` whenever its view of the live nodes changes (itself included);
+    * ``observe_publish_lag`` for each message it receives from another node, with
       the time between the sender's publish and now (seconds, from the message's own
       timestamp), or for its own publishes with the round trip, as it can measure;
-    * :meth:`published` / :meth:`received` per message sent / taken from the broker.
+    * ``published`` / ``received`` per message sent / taken from the broker.
 
     Exported as ``volleyio_cluster_nodes``, ``volleyio_cluster_publish_lag_seconds``,
     ``volleyio_cluster_messages_published_total`` and
@@ -338,7 +338,7 @@ class MetricsEndpoint:
     ``process_request``, or ``None``).
 
     ``registry``: a ``prometheus_client.CollectorRegistry`` (``None``: a new one, holding
-    only what you :meth:`register`). ``openmetrics``: answer in the OpenMetrics format
+    only what you ``register``). ``openmetrics``: answer in the OpenMetrics format
     when the scraper asks for it (``Accept`` header), as prometheus-client's own server.
     """
 

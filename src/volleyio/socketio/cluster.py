@@ -7,8 +7,8 @@ knows their meaning and their encodings, the transports (``volleyio.trio``'s Red
 Streams and sharded pub/sub drivers) only move them:
 
 * :class:`ClusterCore` builds the messages a node sends (:meth:`ClusterCore.broadcast`,
-  :meth:`ClusterCore.fetch_sockets`...), turns the messages it receives into
-  :data:`ClusterEvent` objects (:meth:`ClusterCore.receive`) and keeps the book of the
+  ``ClusterCore.fetch_sockets``...), turns the messages it receives into
+  ``ClusterEvent`` objects (:meth:`ClusterCore.receive`) and keeps the book of the
   node's own requests (FETCH_SOCKETS, SERVER_SIDE_EMIT with acks, BROADCAST with acks):
   how many nodes must still answer, what arrived, the deadline. Time is passed in
   (``now``); :meth:`ClusterCore.next_deadline` / :meth:`ClusterCore.handle_timers` drive
@@ -96,7 +96,7 @@ __all__ = [
 class RemoteBroadcast:
     """Another node broadcast ``packet`` (``{"type": 2, "data": [event, *args]}``): deliver
     it to the local targets of ``options``. With ``request_id``, the sender gathers
-    acks: answer with :meth:`ClusterCore.broadcast_client_count` then one
+    acks: answer with ``ClusterCore.broadcast_client_count`` then one
     :meth:`ClusterCore.broadcast_ack` per client answer. ``offset`` is the stream entry
     id (Redis Streams) or ``""``."""
 
@@ -142,7 +142,7 @@ class RemoteFetchSockets:
 @dataclass(frozen=True, slots=True)
 class RemoteServerSideEmit:
     """``data`` is ``[event, *args]``; with ``request_id`` the sender waits for one answer
-    (:meth:`ClusterCore.server_side_emit_response`)."""
+    (``ClusterCore.server_side_emit_response``)."""
 
     namespace: str
     data: list[Any]
@@ -175,7 +175,7 @@ class BroadcastAckProgress:
 
 @dataclass(frozen=True, slots=True)
 class HeartbeatRequested:
-    """A node started (INITIAL_HEARTBEAT): publish :meth:`ClusterCore.heartbeat` so it
+    """A node started (INITIAL_HEARTBEAT): publish ``ClusterCore.heartbeat`` so it
     learns about this one."""
 
     namespace: str
@@ -231,9 +231,9 @@ class ClusterCore:
     """The cluster state of one node (every namespace of one server).
 
     Outgoing: each builder returns the :class:`ClusterMessage` to publish (the driver
-    picks the channel: :meth:`is_response` messages go to the requester only) and,
+    picks the channel: ``is_response`` messages go to the requester only) and,
     for requests, registers the request. Incoming: :meth:`receive` returns the events.
-    Call :meth:`published` after each publication (heartbeat scheduling).
+    Call ``published`` after each publication (heartbeat scheduling).
     """
 
     def __init__(

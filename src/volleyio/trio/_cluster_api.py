@@ -45,7 +45,7 @@ def _options(namespace: str, to: Rooms, skip: Rooms) -> BroadcastOptions:
 
 
 class RemoteSocket:
-    """A socket of any server of the cluster, as :meth:`ClusterOperations.fetch_sockets`
+    """A socket of any server of the cluster, as ``ClusterOperations.fetch_sockets``
     returns it (Node's ``RemoteSocket``): a snapshot of ``id``, ``rooms``, ``data`` and
     ``handshake`` (Node's handshake fields: headers, time, address, xdomain, secure,
     issued, url, query, auth), and operations that reach it wherever it is."""
@@ -119,8 +119,8 @@ class ClusterOperations:
         self, event: str, *args: Any, namespace: str = "/", timeout: float | None = None
     ) -> list[Any]:
         """Send ``event`` to the other servers and return one answer per server (Node's
-        ``serverSideEmitWithAck``). Raises :class:`~volleyio.socketio.cluster.
-        ClusterRequestTimeout` (with the answers that arrived) when a server did not
+        ``serverSideEmitWithAck``). Raises
+        :class:`~volleyio.socketio.ClusterRequestTimeout` (with the answers that arrived) when a server did not
         answer within ``timeout`` seconds (the adapter's ``request_timeout``, 5 s)."""
         cluster = self._cluster
         if cluster is None:

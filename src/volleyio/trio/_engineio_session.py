@@ -73,7 +73,7 @@ class EngineIORequest:
 
     @property
     def target(self) -> str:
-        """The request target: path plus ``?query``."""
+        """The request target (path plus ``?query``)."""
         parts = self._request_line()
         return parts[1] if len(parts) > 1 else ""
 

@@ -16,7 +16,7 @@ the door's business happens here, once:
   (:class:`volleyio.websocket.RequestHeadGuard`, checked on the raw bytes as they
   arrive, before h11 buffers more), a head not complete within ``open_timeout`` -> 408
   when some of it had arrived (else the connection is just closed), a request body idle
-  for :data:`BODY_IDLE_TIMEOUT` -> the connection is closed; the body size limit is the
+  for ``BODY_IDLE_TIMEOUT`` -> the connection is closed; the body size limit is the
   door's (``read_body(limit)``, 413 is the door's answer).
 * **Refusals** (answered here, before any door sees the request, then the connection is
   closed: nothing pipelined behind a refused request is read): a malformed head (400,
@@ -528,9 +528,9 @@ class HttpConnection:
         return conn.their_state is h11.DONE
 
     async def read_body(self, limit: int) -> bytes | str:
-        """The whole request body, or :data:`TOO_LARGE` (above ``limit``: refused before
-        reading when declared so, or as soon as it grows past it) or :data:`ABORTED`
-        (truncated, malformed, or idle for :data:`BODY_IDLE_TIMEOUT`). At most ``limit``
+        """The whole request body, or ``TOO_LARGE`` (above ``limit``: refused before
+        reading when declared so, or as soon as it grows past it) or ``ABORTED``
+        (truncated, malformed, or idle for ``BODY_IDLE_TIMEOUT``). At most ``limit``
         bytes are ever held."""
         if self._declared is not None and self._declared > limit:
             return TOO_LARGE
@@ -604,7 +604,7 @@ class HttpConnection:
     async def respond(
         self, status: int, headers: Any, body: bytes = b"", *, head_only: bool = False, close: bool = False
     ) -> bool:
-        """Answer the request (see :func:`render`). The connection is kept for the next
+        """Answer the request (see ``render``). The connection is kept for the next
         request when the request allows it, its body was read (or could be dropped) and
         ``close`` is false. Returns False when the peer is gone."""
         if close:

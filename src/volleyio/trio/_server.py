@@ -46,7 +46,7 @@ class HttpMount(Protocol):
     connection. ``http.head`` is the parsed head (bytes, h11's normalisation).
 
     ``run`` (optional) holds the mount's background tasks (timers);
-    :meth:`WebSocketServer.run` starts it with ``nursery.start`` before accepting, and it
+    ``WebSocketServer.run`` starts it with ``nursery.start`` before accepting, and it
     is cancelled at shutdown. A static page is as small as::
 
         class Hello:

@@ -836,7 +836,7 @@ class SocketIOServer(ClusterOperations):
     @property
     def serve_client(self) -> bool:
         """Whether ``<path>socket.io.js`` (and ``.min.js``, ``.esm.min.js``, their ``.map``)
-        are served from the package (see :mod:`volleyio.socketio.client_files`)."""
+        are served from the package (see ``volleyio.socketio.client_files``)."""
         return self.engineio.core.request_hook is not None
 
     @serve_client.setter
