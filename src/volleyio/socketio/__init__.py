@@ -16,6 +16,7 @@ from .packets import (
     encode_packet,
     is_payload_valid,
 )
+from .recovery import RecoveryConfig, RecoveryStore
 from .server import (
     DEFER,
     INVALID_NAMESPACE,
@@ -59,6 +60,8 @@ __all__ = [
     "NamespaceConfig",
     "Packet",
     "PacketType",
+    "RecoveryConfig",
+    "RecoveryStore",
     "SendBufferFullError",
     "SocketConnected",
     "SocketDisconnected",

@@ -115,6 +115,7 @@ import trio
 from .. import engineio as _eio
 from ..socketio import server as _core
 from ..socketio.adapter import Adapter
+from ..socketio.recovery import RecoveryConfig
 from ..socketio.server import (
     INVALID_NAMESPACE,
     ConnectionRefusedError,
@@ -388,12 +389,30 @@ class Socket:
     ``eio_sid``); ``auth`` is the CONNECT payload; ``data`` is free for the application.
     """
 
-    def __init__(self, server: SocketIOServer, nsp: Namespace, sid: str, connection: _Connection, auth: Any) -> None:
+    def __init__(
+        self,
+        server: SocketIOServer,
+        nsp: Namespace,
+        sid: str,
+        connection: _Connection,
+        auth: Any,
+        recovered: bool = False,
+        recovery_refused: str | None = None,
+    ) -> None:
         self.server = server
         self.nsp = nsp
         self.id = sid
         self.auth = auth
-        self.data: dict[str, Any] = {}
+        #: Connection state recovery: this socket got back the id, rooms and ``data`` of
+        #: a socket whose connection broke, and the packets it missed are replayed.
+        self.recovered = recovered
+        #: Why the recovery the client asked for was refused ("unknown session",
+        #: "session expired", "offset unavailable"); ``None`` if recovered or not asked.
+        self.recovery_refused = recovery_refused
+        self._data: Any = server.core.socket_data(sid) if recovered else None
+        if self._data is None:
+            self._data = {}
+            server.core.set_socket_data(sid, self._data)
         self.connected = False
         self._connection = connection
         self._issued = time.time() * 1000
@@ -403,6 +422,18 @@ class Socket:
     @property
     def namespace(self) -> str:
         return self.nsp.name
+
+    @property
+    def data(self) -> Any:
+        """Free for the application (a dict at first). With connection state recovery
+        it is kept with the session and given back to the recovered socket (the same
+        object in one process; with a cluster it must be msgpack-encodable)."""
+        return self._data
+
+    @data.setter
+    def data(self, value: Any) -> None:
+        self._data = value
+        self.server.core.set_socket_data(self.id, value)
 
     @property
     def handshake(self) -> Handshake:
@@ -675,7 +706,10 @@ class SocketIOServer(ClusterOperations):
     ``max_queue`` (queued events per connection before the reader stops reading),
     ``adapter`` (rooms/broadcast; in-memory by default; a :class:`ClusterAdapter` such as
     ``RedisStreamsAdapter(url=...)`` joins a cluster), ``engineio_config`` (a full
-    ``engineio.ServerConfig`` overriding the Engine.IO options above).
+    ``engineio.ServerConfig`` overriding the Engine.IO options above),
+    ``connection_state_recovery`` (``True`` or a :class:`~volleyio.socketio.RecoveryConfig`:
+    Socket.IO 4.6 connection state recovery, see "Connection state recovery" in the docs;
+    one process only for now, a cluster adapter is refused).
     """
 
     def __init__(
@@ -697,6 +731,7 @@ class SocketIOServer(ClusterOperations):
         max_queue: int = 16,
         adapter: Adapter | ClusterAdapter | None = None,
         engineio_config: _eio.ServerConfig | None = None,
+        connection_state_recovery: RecoveryConfig | bool = False,
     ) -> None:
         if not path.startswith("/"):
             raise ValueError("path must start with '/'")
@@ -722,6 +757,11 @@ class SocketIOServer(ClusterOperations):
                 cookie=cookie,
             )
         self.max_queue = max_queue
+        recovery = RecoveryConfig() if connection_state_recovery is True else connection_state_recovery or None
+        if recovery is not None and isinstance(adapter, ClusterAdapter):
+            # Offsets would be local to one process and other nodes' broadcasts would
+            # not be kept: a recovery could then replay with a gap. Refuse instead.
+            raise ValueError("connection_state_recovery is not supported with a cluster adapter yet")
         #: The cluster adapter (None: this server is alone).
         self._cluster = adapter if isinstance(adapter, ClusterAdapter) else None
         rooms: Adapter | None = self._cluster.rooms if self._cluster is not None else adapter  # type: ignore[assignment]
@@ -734,6 +774,7 @@ class SocketIOServer(ClusterOperations):
                 connect_timeout_ms=max(1, round(connect_timeout * 1000)),
                 max_attachments=max_attachments,
                 namespaces={},
+                recovery=recovery,
             ),
             rooms,
             prepare=_eio.PreparedPacket,
@@ -1092,7 +1133,7 @@ class SocketIOServer(ClusterOperations):
         if connection.closed:
             return
         connection.closed = True
-        self.core.engineio_disconnected(connection.eio_sid, _REASONS.get(reason, reason))
+        self.core.engineio_disconnected(connection.eio_sid, _REASONS.get(reason, reason), trio.current_time())
         self._connections.pop(connection.eio_sid, None)
         self._route_events_nowait()
         connection.wake_all()
@@ -1191,11 +1232,13 @@ class SocketIOServer(ClusterOperations):
         if nsp is None:
             core.refuse_connect(request.eio_sid, request.namespace, _core.ConnectRefused(INVALID_NAMESPACE))
             return
-        socket = Socket(self, nsp, request.sid, connection, request.auth)
+        socket = Socket(self, nsp, request.sid, connection, request.auth, request.recovered, request.recovery_refused)
         self._sockets[socket.id] = socket
         refusal: _core.ConnectRefused | None = None
+        recovery = self.core.config.recovery
+        skip_middlewares = request.recovered and recovery is not None and recovery.skip_middlewares
         try:
-            for middleware in list(nsp._middlewares):
+            for middleware in [] if skip_middlewares else list(nsp._middlewares):
                 await _maybe_await(middleware(socket, request.auth))
             handler = nsp._handlers.get("connect")
             if handler is not None and await _maybe_await(handler(socket, request.auth)) is False:

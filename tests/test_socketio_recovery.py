@@ -1,0 +1,223 @@
+"""Connection state recovery (Socket.IO 4.6 semantics): the sans-I/O store and core, and
+the trio server against the official socket.io-client (tests/js/sio_recovery.js) and
+volleyio's own trio client."""
+
+from __future__ import annotations
+
+import json
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+
+from volleyio.socketio import BroadcastOptions, RecoveryConfig, RecoveryStore
+from volleyio.socketio.recovery import SavedSession
+from volleyio.trio import Socket, SocketIOServer
+
+from test_socketio_interop import node, run_driver  # noqa: F401 - fixture
+
+JS = Path(__file__).parent / "js"
+MISSED = 5
+
+
+# ---------------------------------------------------------------------------- the store
+
+
+def saved(pid: str = "p", rooms: tuple[str, ...] = ("s", "r"), at: float = 0.0) -> SavedSession:
+    return SavedSession("s", pid, "/", rooms, {"k": 1}, at)
+
+
+def test_store_replays_what_the_session_missed_in_order() -> None:
+    store = RecoveryStore(RecoveryConfig())
+    first = store.next_offset()
+    store.record(BroadcastOptions("/"), ["a"], 0.0)
+    store.record(BroadcastOptions("/", frozenset({"r"})), ["b"], 0.0)
+    store.record(BroadcastOptions("/", frozenset({"other"})), ["c"], 0.0)
+    store.record(BroadcastOptions("/", except_rooms=frozenset({"r"})), ["d"], 0.0)
+    store.record(BroadcastOptions("/", except_sids=frozenset({"s"})), ["e"], 0.0)
+    store.record(BroadcastOptions("/chat"), ["f"], 0.0)
+    store.record(BroadcastOptions("/", frozenset({"s"})), ["g"], 0.0)
+    store.persist(saved(at=1.0))
+    restored = store.restore("p", first, "/", 2.0)
+    assert not isinstance(restored, str)
+    assert restored.missed == [["b"], ["g"]]
+    assert restored.sid == "s" and restored.data == {"k": 1} and set(restored.rooms) == {"s", "r"}
+    assert store.restore("p", first, "/", 2.0) == "unknown session"  # restored once
+
+
+def test_store_refusals() -> None:
+    store = RecoveryStore(RecoveryConfig(max_disconnection_ms=1000, max_packets=3, max_sessions=2))
+    offset = store.next_offset()
+    store.record(BroadcastOptions("/"), ["a"], 0.0)
+    store.persist(saved("old", at=0.0))
+    assert store.restore("old", offset, "/", 1.5) == "session expired"
+    assert store.restore("nope", offset, "/", 1.5) == "unknown session"
+    store.persist(saved("x", at=2.0))
+    assert store.restore("x", offset, "/chat", 2.0) == "unknown session"  # another namespace
+    store.persist(saved("x", at=2.0))
+    for letter in "bcd":  # the cap drops "a": the offset is gone, so no replay with a gap
+        store.record(BroadcastOptions("/"), [letter], 2.0)
+    assert store.packet_count == 3
+    assert store.restore("x", offset, "/", 2.0) == "offset unavailable"
+    for offset in ("", "zz-1", offset.split("-")[0] + "-x", offset.split("-")[0] + "-99", "-1"):
+        store.persist(saved("y", at=2.0))
+        assert store.restore("y", offset, "/", 2.0) == "offset unavailable"
+    for pid in "abc":  # the session cap keeps the newest two
+        store.persist(saved(pid, at=3.0))
+    assert store.session_count == 2
+
+
+# ---------------------------------------------------------------------------- the trio server
+
+
+def build_server(log: list[dict[str, Any]], **recovery: Any) -> SocketIOServer:
+    sio = SocketIOServer(
+        ping_interval=0.4, ping_timeout=0.4, connection_state_recovery=RecoveryConfig(**recovery)
+    )
+    middleware_runs: list[str] = []
+
+    def middleware(socket: Socket, auth: Any) -> None:
+        middleware_runs.append(socket.id)
+
+    sio.use(middleware)
+
+    @sio.on("connect")
+    async def connect(socket: Socket, auth: Any) -> None:
+        log.append({"id": socket.id, "recovered": socket.recovered, "refused": socket.recovery_refused,
+                    "middlewares": len(middleware_runs)})
+        if not socket.recovered:
+            socket.data["visits"] = 0
+        socket.data["visits"] += 1
+        if isinstance(auth, dict) and "pid" in auth:
+            await socket.emit("after", "new")
+
+    @sio.on("join")
+    async def join(socket: Socket, room: str) -> bool:
+        await socket.join(room)
+        socket.data["room"] = room
+        return True
+
+    @sio.on("prime")
+    async def prime(socket: Socket, room: str) -> bool:
+        await sio.emit("news", 0, to=room)
+        await socket.emit("direct", 0)
+        return True
+
+    @sio.on("disconnect")
+    async def disconnect(socket: Socket, reason: str) -> None:
+        log.append({"disconnect": socket.id, "reason": reason})
+        if reason in ("transport close", "ping timeout"):
+            room = socket.data["room"]
+            for i in range(1, MISSED + 1):  # the client is away: it misses all of these
+                await sio.emit("news", i, to=room)
+                await sio.emit("direct", i, to=socket.id)
+
+    @sio.on("state")
+    async def state(socket: Socket) -> dict[str, Any]:
+        return {"id": socket.id, "rooms": sorted(socket.rooms), "data": socket.data, "recovered": socket.recovered}
+
+    return sio
+
+
+async def run_node(node: str, how: str, bogus_pid: bool = False, **recovery: Any) -> tuple[dict[str, Any], list[dict[str, Any]]]:  # noqa: F811
+    log: list[dict[str, Any]] = []
+    sio = build_server(log, **recovery)
+    async with trio.open_nursery() as nursery:
+        server = await nursery.start(partial(sio.serve, "127.0.0.1", 0))
+        config = {"url": f"http://127.0.0.1:{server.port}", "how": how, "room": "lobby", "bogus_pid": bogus_pid}
+        try:
+            out = await run_driver([node, "sio_recovery.js", json.dumps(config)], JS)
+        finally:
+            nursery.cancel_scope.cancel()
+    return out, log
+
+
+def expected_replay() -> list[dict[str, Any]]:
+    events = []
+    for i in range(1, MISSED + 1):
+        events += [("news", i), ("direct", i)]
+    return [{"event": e, "n": n} for e, n in events] + [{"event": "after", "n": "new"}]
+
+
+def received(out: dict[str, Any]) -> list[dict[str, Any]]:
+    # The offset is the last argument of every replayed event (the client keeps it).
+    return [{"event": r["event"], "n": r["args"][0]} for r in out["replayed"]]
+
+
+@pytest.mark.parametrize("how", ["drop", "ping"])
+async def test_node_client_recovers(node: str, how: str) -> None:  # noqa: F811
+    out, log = await run_node(node, how)
+    first, second = out["connects"]
+    assert first["recovered"] is False and second["recovered"] is True
+    assert second["id"] == first["id"]
+    assert out["reason"] in ("transport close", "ping timeout")
+    assert received(out) == expected_replay()
+    offsets = [r["args"][-1] for r in out["before"] + out["replayed"] if r["event"] != "after"]
+    assert all(isinstance(o, str) for o in offsets) and len(set(offsets)) == len(offsets)
+    assert out["state"] == {"id": first["id"], "rooms": sorted([first["id"], "lobby"]),
+                            "data": {"visits": 2, "room": "lobby"}, "recovered": True}
+    connects = [entry for entry in log if "recovered" in entry]
+    assert connects[1]["recovered"] is True and connects[1]["refused"] is None
+    assert connects[1]["middlewares"] == 1  # skip_middlewares (default) on recovery
+    reasons = [entry["reason"] for entry in log if "reason" in entry]
+    assert reasons[0] == ("transport close" if how == "drop" else "ping timeout")
+
+
+async def test_node_client_unknown_pid_gets_a_fresh_connection(node: str) -> None:  # noqa: F811
+    out, log = await run_node(node, "drop", bogus_pid=True)
+    first, second = out["connects"]
+    assert second["recovered"] is False and second["id"] != first["id"]
+    assert received(out) == [{"event": "after", "n": "new"}]
+    assert out["state"]["rooms"] == [second["id"]]
+    connects = [entry for entry in log if "recovered" in entry]
+    assert connects[1]["refused"] == "unknown session" and connects[1]["middlewares"] == 2
+
+
+async def test_node_client_expired_session(node: str) -> None:  # noqa: F811
+    out, log = await run_node(node, "drop", max_disconnection_ms=300)  # the client comes back after 800 ms
+    assert out["connects"][1]["recovered"] is False
+    assert received(out) == [{"event": "after", "n": "new"}]
+    assert [entry for entry in log if "recovered" in entry][1]["refused"] == "session expired"
+
+
+async def test_node_client_offset_dropped_by_the_cap(node: str) -> None:  # noqa: F811
+    out, log = await run_node(node, "drop", max_packets=4)  # 10 missed packets push its offset out
+    assert out["connects"][1]["recovered"] is False
+    assert received(out) == [{"event": "after", "n": "new"}]
+    assert [entry for entry in log if "recovered" in entry][1]["refused"] == "offset unavailable"
+
+
+async def test_connect_answer_has_pid_only_with_recovery() -> None:
+    from volleyio.socketio.server import SocketIOConfig
+    from volleyio.socketio.server import SocketIOServer as Core
+
+    class Transport:
+        def __init__(self) -> None:
+            self.sent: list[Any] = []
+
+        def send(self, sid: str, data: Any, *, volatile: bool = False) -> bool:
+            self.sent.append(data)
+            return True
+
+        def close(self, sid: str, now: float) -> None:
+            pass
+
+    for recovery, keys in ((None, ["sid"]), (RecoveryConfig(), ["pid", "sid"])):
+        transport = Transport()
+        core = Core(transport, SocketIOConfig(recovery=recovery))
+        core.engineio_connected("e", 0.0)
+        core.engineio_message("e", "0", 0.0)
+        assert sorted(json.loads(transport.sent[0][1:])) == keys
+        sid = json.loads(transport.sent[0][1:])["sid"]
+        core.broadcast("/", "x", 1)
+        core.emit(sid, "y", 2)
+        core.emit(sid, "z", 3, volatile=True)
+        core.emit(sid, "w", 4, with_ack=True)
+        frames = [json.loads(m[1:].lstrip("0123456789")) for m in transport.sent[1:]]
+        if recovery is None:
+            assert frames == [["x", 1], ["y", 2], ["z", 3], ["w", 4]]
+        else:  # offsets on plain events only, never on volatile or acked ones (as Node)
+            assert [f[:2] for f in frames] == [["x", 1], ["y", 2], ["z", 3], ["w", 4]]
+            assert [len(f) for f in frames] == [3, 3, 2, 2]
