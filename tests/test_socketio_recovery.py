@@ -13,7 +13,7 @@ import pytest
 import trio
 
 from volleyio.socketio import BroadcastOptions, RecoveryConfig, RecoveryStore
-from volleyio.socketio.recovery import SavedSession
+from volleyio.socketio.recovery import RECOVERABLE_REASONS, SavedSession
 from volleyio.trio import Socket, SocketIOServer
 
 from test_socketio_interop import node, run_driver  # noqa: F401 - fixture
@@ -108,7 +108,7 @@ def build_server(log: list[dict[str, Any]], **recovery: Any) -> SocketIOServer:
     @sio.on("disconnect")
     async def disconnect(socket: Socket, reason: str) -> None:
         log.append({"disconnect": socket.id, "reason": reason})
-        if reason in ("transport close", "ping timeout"):
+        if reason in RECOVERABLE_REASONS:
             room = socket.data["room"]
             for i in range(1, MISSED + 1):  # the client is away: it misses all of these
                 await sio.emit("news", i, to=room)
@@ -221,3 +221,79 @@ async def test_connect_answer_has_pid_only_with_recovery() -> None:
         else:  # offsets on plain events only, never on volatile or acked ones (as Node)
             assert [f[:2] for f in frames] == [["x", 1], ["y", 2], ["z", 3], ["w", 4]]
             assert [len(f) for f in frames] == [3, 3, 2, 2]
+
+
+# ---------------------------------------------------------------------------- volleyio's client
+
+
+class Relay:
+    """A loopback TCP relay whose connections can be cut (a dropped network path)."""
+
+    def __init__(self, upstream: int) -> None:
+        self.upstream = upstream
+        self.streams: list[trio.SocketStream] = []
+
+    async def serve(self, nursery: trio.Nursery) -> int:
+        listeners = await nursery.start(partial(trio.serve_tcp, self._handle, 0, host="127.0.0.1"))
+        return int(listeners[0].socket.getsockname()[1])
+
+    async def _handle(self, client: trio.SocketStream) -> None:
+        upstream = await trio.open_tcp_stream("127.0.0.1", self.upstream)
+        self.streams += [client, upstream]
+
+        async def pump(source: trio.SocketStream, sink: trio.SocketStream) -> None:
+            try:
+                while data := await source.receive_some(65536):
+                    await sink.send_all(data)
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                pass
+            for stream in (source, sink):
+                await stream.aclose()
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(pump, client, upstream)
+            nursery.start_soon(pump, upstream, client)
+
+    async def cut(self) -> None:
+        streams, self.streams = self.streams, []
+        for stream in streams:
+            await stream.aclose()
+
+
+# A cut WebSocket ends the server's session at once ("transport close"); a polling session
+# outlives a cut TCP connection until its ping timeout (0.8 s here), so that client waits
+# longer before coming back (sooner, the old socket is still connected: a fresh one).
+@pytest.mark.parametrize(("transports", "delay"), [(("websocket",), 0.3), (("polling",), 1.5)])
+async def test_volleyio_client_recovers(transports: tuple[str, ...], delay: float) -> None:
+    from volleyio.trio import connect_socketio
+
+    log: list[dict[str, Any]] = []
+    sio = build_server(log)
+    with trio.fail_after(30):
+        async with trio.open_nursery() as nursery:
+            server = await nursery.start(partial(sio.serve, "127.0.0.1", 0))
+            relay = Relay(server.port)
+            port = await relay.serve(nursery)
+            got: list[tuple[str, Any]] = []
+            async with connect_socketio(
+                f"http://127.0.0.1:{port}", transports=transports, reconnection_delay=delay,
+                reconnection_delay_max=delay, randomization_factor=0.0,
+            ) as client:
+                for name in ("news", "direct", "after"):
+                    client.on(name, handler=partial(lambda name, *args: got.append((name, args)), name))
+                first = client.sid()
+                assert client.recovered() is False
+                assert await client.call("join", "lobby") is True
+                assert await client.call("prime", "lobby") is True
+                while len(got) < 2:
+                    await trio.sleep(0.01)
+                assert {(name, args[0]) for name, args in got} == {("news", 0), ("direct", 0)}
+                got.clear()
+                await relay.cut()
+                while not any(name == "after" for name, _ in got):
+                    await trio.sleep(0.01)
+                assert client.sid() == first and client.recovered() is True, log
+                assert [{"event": name, "n": args[0]} for name, args in got] == expected_replay(), log
+                state = await client.call("state")
+                assert state["id"] == first and "lobby" in state["rooms"] and state["data"]["visits"] == 2
+            nursery.cancel_scope.cancel()
