@@ -5,6 +5,7 @@ volleyio's own trio client."""
 from __future__ import annotations
 
 import json
+import subprocess
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -297,3 +298,103 @@ async def test_volleyio_client_recovers(transports: tuple[str, ...], delay: floa
                 state = await client.call("state")
                 assert state["id"] == first and "lobby" in state["rooms"] and state["data"]["visits"] == 2
             nursery.cancel_scope.cancel()
+
+
+# ---------------------------------------------------------------------------- Node's server as the reference
+
+
+async def start_node_server(node: str, nursery: trio.Nursery) -> tuple[int, trio.Process]:  # noqa: F811
+    process = await nursery.start(partial(
+        trio.run_process, [node, "sio_recovery_server.js", "{}"], cwd=str(JS),
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, check=False,
+    ))
+    assert process.stdout is not None
+    line = b""
+    with trio.fail_after(10):
+        while not line.endswith(b"\n"):
+            line += await process.stdout.receive_some(1)
+    return int(json.loads(line)["port"]), process
+
+
+async def test_node_client_against_node_server(node: str) -> None:  # noqa: F811
+    """The driver's expectations hold against Node's own implementation."""
+    async with trio.open_nursery() as nursery:
+        port, process = await start_node_server(node, nursery)
+        try:
+            config = {"url": f"http://127.0.0.1:{port}", "how": "drop", "room": "lobby"}
+            out = await run_driver([node, "sio_recovery.js", json.dumps(config)], JS)
+        finally:
+            process.kill()
+    first, second = out["connects"]
+    assert second["recovered"] is True and second["id"] == first["id"]
+    assert received(out) == expected_replay()
+
+
+@pytest.mark.parametrize("transports", [("websocket",), ("polling",)])
+async def test_volleyio_client_against_node_server(node: str, transports: tuple[str, ...]) -> None:  # noqa: F811
+    """Node replays the missed packets *before* its CONNECT answer: the client holds them."""
+    from volleyio.trio import connect_socketio
+
+    with trio.fail_after(30):
+        async with trio.open_nursery() as nursery:
+            port, process = await start_node_server(node, nursery)
+            relay = Relay(port)
+            relay_port = await relay.serve(nursery)
+            got: list[tuple[str, Any]] = []
+            delay = 0.3 if transports == ("websocket",) else 1.5
+            async with connect_socketio(
+                f"http://127.0.0.1:{relay_port}", transports=transports, reconnection_delay=delay,
+                reconnection_delay_max=delay, randomization_factor=0.0,
+            ) as client:
+                for name in ("news", "direct", "after"):
+                    client.on(name, handler=partial(lambda name, *args: got.append((name, args)), name))
+                first = client.sid()
+                assert await client.call("join", "lobby") is True
+                assert await client.call("prime", "lobby") is True
+                while len(got) < 2:
+                    await trio.sleep(0.01)
+                got.clear()
+                await relay.cut()
+                while not any(name == "after" for name, _ in got):
+                    await trio.sleep(0.01)
+                assert client.sid() == first and client.recovered() is True
+                assert [{"event": name, "n": args[0]} for name, args in got] == expected_replay()
+                state = await client.call("state")
+                assert state["recovered"] is True and state["data"]["visits"] == 2 and state["middlewares"] == 1
+            process.kill()
+            nursery.cancel_scope.cancel()
+
+
+def test_client_core_sends_pid_and_offset_and_holds_early_events() -> None:
+    from volleyio.socketio import SocketIOClient
+    from volleyio.socketio.client import ClientConnected, ClientEventReceived
+
+    core = SocketIOClient()
+    core.engineio_opened()
+    core.connect("/", {"token": "t"})
+    assert core.data_to_send() == ['0{"token":"t"}']
+    core.receive('0{"sid":"s1","pid":"p1"}')
+    events = core.receive('2["news",1,"o-1"]')
+    assert [e.args for e in events if isinstance(e, ClientEventReceived)] == [[1, "o-1"]]
+    core.engineio_closed("transport close")
+    core.engineio_opened()
+    core.connect("/", {"token": "t"})
+    assert json.loads(core.data_to_send()[0][1:]) == {"pid": "p1", "offset": "o-1", "token": "t"}
+    assert core.receive('2["news",2,"o-2"]') == []  # before the CONNECT answer: held
+    events = core.receive('0{"sid":"s1","pid":"p1"}')
+    assert isinstance(events[0], ClientConnected) and events[0].recovered is True
+    assert [e.args for e in events[1:] if isinstance(e, ClientEventReceived)] == [[2, "o-2"]]
+    assert core.recovered("/") is True
+    core.engineio_closed("transport close")
+    core.engineio_opened()
+    core.connect("/")
+    assert json.loads(core.data_to_send()[0][1:]) == {"pid": "p1", "offset": "o-2"}
+    events = core.receive('0{"sid":"s2","pid":"p2"}')  # refused: a fresh session
+    assert isinstance(events[0], ClientConnected) and events[0].recovered is False
+    core.disconnect("/")  # leaving on purpose forgets the session
+    core.data_to_send()
+    core.add_namespace("/")
+    core.engineio_closed("transport close")
+    core.engineio_opened()
+    core.connect("/")
+    assert core.data_to_send() == ["0"]
