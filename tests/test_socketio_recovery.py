@@ -398,3 +398,38 @@ def test_client_core_sends_pid_and_offset_and_holds_early_events() -> None:
     core.engineio_opened()
     core.connect("/")
     assert core.data_to_send() == ["0"]
+
+
+def test_recovery_with_a_cluster_adapter_is_refused() -> None:
+    from volleyio.trio import RedisStreamsAdapter
+
+    with pytest.raises(ValueError, match="cluster"):
+        SocketIOServer(adapter=RedisStreamsAdapter("redis://127.0.0.1:1"), connection_state_recovery=True)
+
+
+async def test_middlewares_run_again_unless_skipped() -> None:
+    """skip_middlewares=False: a recovered socket goes through the middlewares again."""
+    from volleyio.trio import connect_socketio
+
+    log: list[dict[str, Any]] = []
+    sio = build_server(log, skip_middlewares=False)
+    with trio.fail_after(30):
+        async with trio.open_nursery() as nursery:
+            server = await nursery.start(partial(sio.serve, "127.0.0.1", 0))
+            relay = Relay(server.port)
+            port = await relay.serve(nursery)
+            async with connect_socketio(
+                f"http://127.0.0.1:{port}", transports=["websocket"], reconnection_delay=0.2,
+                reconnection_delay_max=0.2, randomization_factor=0.0,
+            ) as client:
+                first = client.sid()
+                await client.call("join", "lobby")
+                await client.call("prime", "lobby")
+                await relay.cut()
+                while not client.recovered():
+                    await trio.sleep(0.01)
+                assert client.sid() == first
+            connects = [entry for entry in log if "recovered" in entry]
+            assert [c["recovered"] for c in connects] == [False, True]
+            assert connects[1]["middlewares"] == 2  # the middleware ran for the recovery too
+            nursery.cancel_scope.cancel()
