@@ -537,6 +537,7 @@ class SocketIOServer:
             self._send_connect_error(connection, namespace, refusal)
 
     def close_connection(self, eio_sid: str, now: float) -> None:
+        self._now = now
         connection = self._connections.get(eio_sid)
         if connection is not None:
             self._close_connection(connection, "server shutting down", now)
