@@ -384,7 +384,8 @@ class Session:
         "_poll_waker", "_poll_headers", "_post_headers", "_poll_override", "_websocket", "_upgrade",
         "_upgrade_deadline", "_ping_due", "_pong_deadline", "_pong_deadline_refreshed", "_closing_deadline",
         "created_at",
-        "_n_packets_in", "_n_packets_out", "_n_messages_in", "_n_messages_out", "_n_bytes_in", "__weakref__",
+        "_n_packets_in", "_n_packets_out", "_n_messages_in", "_n_messages_out", "_n_bytes_in", "_n_bytes_out",
+        "__weakref__",
     )
 
     def __init__(self, server: EngineIOServer, sid: str, transport: str, now: float) -> None:
@@ -420,6 +421,7 @@ class Session:
         self._n_messages_in = 0
         self._n_messages_out = 0
         self._n_bytes_in = 0
+        self._n_bytes_out = 0  # message payload lengths (characters for text, as the buffer counts)
 
     # -- application API
 
@@ -458,6 +460,7 @@ class Session:
             self._server._close(self, DisconnectReason.SLOW_CONSUMER, "outgoing buffer full", None)
             return False
         self._n_messages_out += 1
+        self._n_bytes_out += size
         if isinstance(data, PreparedPacket):
             self._push(data)
         else:
@@ -482,10 +485,12 @@ class Session:
         channel = self._websocket
         if channel is None or channel.lost or channel.closing or channel._frames:
             return False
-        if len(data) > self._server.config.max_buffered_bytes:
+        size = len(data)
+        if size > self._server.config.max_buffered_bytes:
             return False  # send() applies the slow-consumer rule
         self._n_messages_out += 1
         self._n_packets_out += 1
+        self._n_bytes_out += size
         return True
 
     def close(self, now: float) -> None:
@@ -507,6 +512,7 @@ class Session:
             "messages_in": self._n_messages_in,
             "messages_out": self._n_messages_out,
             "bytes_in": self._n_bytes_in,
+            "bytes_out": self._n_bytes_out,
         }
 
     # -- internals
@@ -566,7 +572,11 @@ class EngineIOServer:
         self._timer_waker: Waker | None = None
         self._timer_heap: list[tuple[float, int, Session]] = []
         self._counter = itertools.count()
-        self._totals = {"sessions_opened": 0, "sessions_closed": 0, "upgrades": 0}
+        self._totals = {"sessions_opened": 0, "sessions_closed": 0, "upgrades": 0, "upgrades_failed": 0}
+        # Traffic of closed sessions, and of sessions before their upgrade, per transport:
+        # [messages in, messages out, bytes in, bytes out] (see ``traffic``).
+        self._retired: dict[str, list[int]] = {"polling": [0, 0, 0, 0], "websocket": [0, 0, 0, 0]}
+        self._closes: dict[str, int] = {}  # sessions closed, by reason
 
     # ------------------------------------------------------------------ public API
 
@@ -624,6 +634,40 @@ class EngineIOServer:
             "parked_polls": len(self._parked),
             **self._totals,
         }
+
+    def traffic(self) -> dict[str, dict[str, int]]:
+        """Messages and bytes in/out since start, per transport (a session's traffic
+        counts for the transport it used at the time): ``{"polling": {"messages_in":
+        ..., "messages_out": ..., "bytes_in": ..., "bytes_out": ...}, "websocket": ...}``.
+        Monotonic counters, summed on demand (costs one pass over the open sessions)."""
+        totals = {transport: list(values) for transport, values in self._retired.items()}
+        for session in self._sessions.values():
+            if session._state is _State.OPEN:
+                values = totals.setdefault(session.transport, [0, 0, 0, 0])
+                values[0] += session._n_messages_in
+                values[1] += session._n_messages_out
+                values[2] += session._n_bytes_in
+                values[3] += session._n_bytes_out
+        names = ("messages_in", "messages_out", "bytes_in", "bytes_out")
+        return {transport: dict(zip(names, values)) for transport, values in totals.items()}
+
+    def closes(self) -> dict[str, int]:
+        """Sessions closed since start, by reason (``DisconnectReason`` values)."""
+        return dict(self._closes)
+
+    def _retire(self, session: Session, moving_to: str | None = None) -> None:
+        """Fold the session's traffic counters into its transport's totals: when it
+        closes, or (``moving_to``) when it changes transport -- then the same amounts are
+        taken off the new transport's totals, which will count the session's whole
+        counters later (the session's own statistics are never reset)."""
+        counts = (session._n_messages_in, session._n_messages_out, session._n_bytes_in, session._n_bytes_out)
+        values = self._retired.setdefault(session.transport, [0, 0, 0, 0])
+        for index, count in enumerate(counts):
+            values[index] += count
+        if moving_to is not None:
+            values = self._retired.setdefault(moving_to, [0, 0, 0, 0])
+            for index, count in enumerate(counts):
+                values[index] -= count
 
     @property
     def max_body_size(self) -> int:
@@ -978,6 +1022,7 @@ class EngineIOServer:
         return AcceptWebSocket(sid=session.sid, channel=channel)
 
     def _abort_upgrade(self, session: Session) -> None:
+        self._totals["upgrades_failed"] += 1
         channel = session._websocket
         session._upgrade = _Upgrade.NONE
         session._upgrade_deadline = None
@@ -989,6 +1034,7 @@ class EngineIOServer:
     def _complete_upgrade(self, session: Session, channel: WebSocketChannel) -> None:
         session._upgrade = _Upgrade.DONE
         session._upgrade_deadline = None
+        self._retire(session, "websocket")
         session.transport = "websocket"
         self._totals["upgrades"] += 1
         if session._get_parked:
@@ -1045,6 +1091,7 @@ class EngineIOServer:
             return
         if session._upgrade in (_Upgrade.PROBING, _Upgrade.PROBED):
             # A failed probe does not hurt the polling session.
+            self._totals["upgrades_failed"] += 1
             session._websocket = None
             session._upgrade = _Upgrade.NONE
             session._upgrade_deadline = None
@@ -1101,6 +1148,8 @@ class EngineIOServer:
         session._ping_due = None
         session._pong_deadline = None
         self._totals["sessions_closed"] += 1
+        self._closes[reason.value] = self._closes.get(reason.value, 0) + 1
+        self._retire(session)
         self._emit(Disconnected(session.sid, reason, description))
         if session._upgrade in (_Upgrade.PROBING, _Upgrade.PROBED):
             self._abort_upgrade(session)

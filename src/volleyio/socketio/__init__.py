@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from .acks import NO_ACK, AckError, ack_arguments, ack_result
 from .adapter import Adapter, BroadcastOptions, InMemoryAdapter
 from .cluster import ClusterCore, ClusterDecodeError, ClusterMessage, ClusterRequestTimeout, MessageType
 from .client import SendBufferFullError, SocketIOClient, SocketIOConnectError, SocketIODisconnectedError
@@ -37,6 +38,10 @@ from .server import (
 
 __all__ = [
     "DEFER",
+    "NO_ACK",
+    "AckError",
+    "ack_arguments",
+    "ack_result",
     "INVALID_NAMESPACE",
     "MAX_ACK_ID",
     "RESERVED_EVENTS",

@@ -30,6 +30,7 @@ from ._engineio_client import (
     connect_engineio,
 )
 from ._engineio_server import EngineIOApp, EngineIORequest, EngineIOSession, serve_engineio
+from ._admin import AdminUI
 from ._errors import (
     ConnectError,
     ConnectionClosed,
@@ -50,6 +51,9 @@ from ._socketio_client import (
     connect_socketio,
 )
 from ._socketio_server import (
+    NO_ACK,
+    Ack,
+    AckError,
     ConnectionRefusedError,
     DisconnectedError,
     Handshake,
@@ -61,6 +65,10 @@ from ._socketio_server import (
 
 __all__ = [
     "FANOUT_LIMIT",
+    "NO_ACK",
+    "Ack",
+    "AckError",
+    "AdminUI",
     "ClusterAdapter",
     "ClusterConnectError",
     "ClusterUnavailableError",

@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 import trio
 
 from ..errors import VolleyError
+from ..metrics import ClusterMetrics
 from ..socketio.adapter import BroadcastOptions, InMemoryAdapter
 from ..socketio.cluster import (
     BroadcastAckProgress,
@@ -162,6 +163,8 @@ class ClusterAdapter(abc.ABC):
         self._progress: dict[str, Callable[[BroadcastAckProgress], None]] = {}
         self._new_namespaces: list[str] = []
         self._namespace_lot = trio.lowlevel.ParkingLot()
+        #: Read by :class:`volleyio.metrics.VolleyioCollector` at scrape time.
+        self.cluster_metrics = ClusterMetrics()
         self._stats = {
             "published": 0,
             "received": 0,
@@ -308,8 +311,11 @@ class ClusterAdapter(abc.ABC):
                 await self._queue_lot.park()
                 continue
             batch = list(self._queue)
+            started = trio.current_time()
             await self._publish_batch(session, batch)
             now = trio.current_time()
+            self.cluster_metrics.observe_publish_lag(now - started)
+            self.cluster_metrics.published(len(batch))
             for _ in batch:
                 message, _ = self._queue.popleft()
                 self.core.published(message.nsp, now)
@@ -323,6 +329,7 @@ class ClusterAdapter(abc.ABC):
             with trio.move_on_at(deadline if deadline is not None else math.inf):
                 await self._timer_changed.wait()
             events, heartbeats = self.core.handle_timers(trio.current_time())
+            self.cluster_metrics.set_nodes(len(self.core.nodes()) + 1)
             for heartbeat in heartbeats:
                 if self.connected:
                     self._enqueue(heartbeat, None)
@@ -423,6 +430,7 @@ class ClusterAdapter(abc.ABC):
 
     def _deliver(self, message: ClusterMessage, offset: str) -> None:
         self._stats["received"] += 1
+        self.cluster_metrics.received()
         try:
             events = self.core.receive(message, trio.current_time(), offset)
         except ClusterDecodeError as exc:

@@ -231,7 +231,14 @@ class ClusterOperations:
         await cluster.publish(cluster.core.broadcast(namespace, data, options), volatile=volatile)
 
     async def _cluster_gather(
-        self, nsp: Namespace, event: str, args: Sequence[Any], to: Rooms, skip: Rooms, timeout: float
+        self,
+        nsp: Namespace,
+        event: str,
+        args: Sequence[Any],
+        to: Rooms,
+        skip: Rooms,
+        timeout: float,
+        as_list: bool = False,
     ) -> dict[str, Any]:
         """``gather`` across the cluster: local answers by socket id, remote ones by socket
         id when the answering server says it (volleyio does), else ``"~0"``, ``"~1"``..."""
@@ -241,7 +248,9 @@ class ClusterOperations:
         remote: list[Any] = []
 
         async def local() -> None:
-            results.update(await nsp.gather(event, *args, to=to, skip=skip, timeout=timeout, local=True))
+            results.update(
+                await nsp.gather(event, *args, to=to, skip=skip, timeout=timeout, as_list=as_list, local=True)
+            )
 
         async def others(name: str) -> None:
             cluster.ensure_namespace(name)
@@ -260,6 +269,8 @@ class ClusterOperations:
                 nursery.start_soon(others, child.name)
         anonymous = 0
         for sid, value in remote:
+            if as_list:
+                value = [value]  # the adapters' wire format carries the first argument only
             if sid is None or sid in results:
                 results[f"~{anonymous}"] = value
                 anonymous += 1

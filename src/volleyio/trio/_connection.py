@@ -48,6 +48,7 @@ import trio
 
 from .. import _speedups
 from .. import websocket as _ws
+from ..metrics import PROCESS as _PROCESS
 from ..websocket.events import CloseReceived as _CloseReceived
 from ..websocket.events import ConnectionClosed as _WSClosed
 from ..websocket.events import MessageChunk as _MessageChunk
@@ -1571,6 +1572,7 @@ class WebSocketConnection(ReceiverWait):
         if self.close_code is None:
             self.close_code = 1008
             self.close_reason = "slow consumer"
+        _PROCESS.websocket_slow_consumer_closes += 1
         self._set_closed()
         self._ensure_flusher()
 

@@ -29,6 +29,9 @@ Handlers: a sync handler is called from the reading task, in arrival order; an a
 handler runs as a task in the client's nursery (so it may ``await client.call(...)``), and
 the order in which async handlers run is not defined. An exception in a handler is logged
 (``volleyio.trio.socketio_client``) and nothing is acked; it does not end the client.
+A handler returning ``NO_ACK`` declines to ack; one declaring a keyword-only ``ack``
+parameter gets an :class:`~volleyio.trio.Ack` to answer later, from any task.
+``call(..., as_list=True)`` returns the ack's argument list as received.
 
 Reconnection (the JS client's rules): when the Engine.IO connection drops ("transport
 close", "ping timeout", ...) the client waits ``reconnection_delay * 2**n`` (at most
@@ -78,7 +81,9 @@ from ..socketio.client import (
 )
 from ..socketio.client import SocketIOClient as ClientCore
 from ..socketio.client import SocketIOConnectError
+from ..socketio.acks import ack_arguments, ack_result
 from ..socketio.packets import DEFAULT_MAX_ATTACHMENTS
+from ._acks import Ack, wants_ack
 from ._client import backoff_delay
 from ._engineio_client import EngineIOClientConnection, connect_engineio
 from ._errors import BaseExceptionGroup, ConnectError, EngineIOClosed, exit_nursery, unwrap_group
@@ -112,21 +117,6 @@ class _PendingCall:
         self.error: BaseException | None = None
 
 
-def _ack_args(value: Any) -> list[Any]:
-    """A handler's return value as ack arguments: ``None`` -> none, a tuple -> several."""
-    if value is None:
-        return []
-    if isinstance(value, tuple):
-        return list(value)
-    return [value]
-
-
-def _call_result(args: list[Any]) -> Any:
-    if not args:
-        return None
-    if len(args) == 1:
-        return args[0]
-    return tuple(args)
 
 
 class SocketIOClient:
@@ -207,6 +197,8 @@ class SocketIOClient:
         self._closed_reason: str | None = None
         self._closing = False
         self._refusals: dict[str, SocketIOConnectError] = {}  # namespace -> latest refusal
+        # Handlers that take ``ack=`` (an :class:`Ack`) and answer through it.
+        self._ack_handlers: set[Handler] = set()
         self._last_end_reason = "io client disconnect"
         #: Number of Engine.IO connections opened so far (1 + successful reconnects).
         self.connections = 0
@@ -228,6 +220,8 @@ class SocketIOClient:
 
         def register(func: _H) -> _H:
             self._handlers[(namespace, event)] = func
+            if event not in ("connect", "disconnect", "connect_error") and wants_ack(func):
+                self._ack_handlers.add(func)
             return func
 
         if handler is not None:
@@ -291,9 +285,11 @@ class SocketIOClient:
         self._kick()
         await self._backpressure()
 
-    async def call(self, event: str, *args: Any, namespace: str = "/") -> Any:
+    async def call(self, event: str, *args: Any, namespace: str = "/", as_list: bool = False) -> Any:
         """Send an event and wait for the server's ack: ``None`` for an empty ack, the
-        value for one argument, a tuple for several. Bound it with a cancel scope."""
+        value for one argument, a tuple for several; with ``as_list``, the argument list
+        exactly as received (``[]`` and ``[None]`` stay apart). Bound it with a cancel
+        scope."""
         self._check_open(namespace)
         ack_id = self._core.emit(namespace, event, *args, ack=True)
         assert ack_id is not None
@@ -308,7 +304,7 @@ class SocketIOClient:
                 self._core.cancel_ack(namespace, ack_id)
         if pending.error is not None:
             raise pending.error
-        return _call_result(pending.args)
+        return ack_result(pending.args, as_list)
 
     async def disconnect(self, namespace: str | None = None) -> None:
         """Leave ``namespace``, or every namespace and close the client (``None``). The
@@ -675,11 +671,26 @@ class SocketIOClient:
             return
         self._invoke(handler, args, event, True)
 
+    def _ack_for(self, event: ClientEventReceived) -> Ack:
+        if event.ack_id is None:
+            return Ack(None)
+        core, namespace, sid, ack_id = self._core, event.namespace, event.sid, event.ack_id
+
+        def send(args: tuple[Any, ...]) -> None:
+            core.ack(namespace, sid, ack_id, *args)
+            self._kick()
+
+        return Ack(send)
+
     def _invoke(
         self, handler: Handler, args: tuple[Any, ...], event: ClientEventReceived | None, run_async: bool
     ) -> None:
         try:
-            result = handler(*args)
+            if event is not None and handler in self._ack_handlers:
+                result = handler(*args, ack=self._ack_for(event))
+                event = None  # answered through the Ack, never by the return value
+            else:
+                result = handler(*args)
         except Exception:
             logger.exception("Socket.IO handler %r failed", handler)
             return
@@ -704,8 +715,11 @@ class SocketIOClient:
     def _answer(self, event: ClientEventReceived | None, result: Any) -> None:
         if event is None or event.ack_id is None:
             return
+        answer = ack_arguments(result)
+        if answer is None:
+            return  # NO_ACK: the handler declines to answer
         try:
-            self._core.ack(event.namespace, event.sid, event.ack_id, *_ack_args(result))
+            self._core.ack(event.namespace, event.sid, event.ack_id, *answer)
         except ValueError:
             logger.exception("cannot send the ack of %r (not JSON-serializable?)", event.event)
             return

@@ -35,7 +35,9 @@ Handlers are ``async def`` functions (plain functions work too):
   raises :class:`DisconnectedError`). Middlewares (:meth:`Namespace.use`,
   ``(socket, auth)``) run before it and refuse the same way.
 * events: ``(socket, *args)``; the return value is the ack when the client asked for one
-  (``None`` → no arguments, a tuple → several arguments, anything else → one argument).
+  (``None`` → no arguments, a tuple → several arguments, anything else → one argument,
+  :data:`NO_ACK` → no ack at all). A handler with a keyword-only ``ack`` parameter gets
+  an :class:`Ack` instead, to answer later from any task (see "Acks and timeouts").
 * ``"*"``: ``(socket, event, *args)`` for events without their own handler.
 * ``"disconnect"``: ``(socket, reason)``, reason one of "client namespace disconnect",
   "server namespace disconnect", "transport close" (also a clean client close), "ping
@@ -60,9 +62,9 @@ ends with "ping timeout"; whenever a session ends while its handler waits, its s
 leave their rooms at once and the disconnect handler runs after the handlers already
 queued. A slow handler delays only its own connection; other connections keep going.
 To do long work without holding the connection's queue, use
-:meth:`SocketIOServer.start_background_task`. An exception in a handler is logged
-(logger ``volleyio.trio.socketio``) and no ack is sent; the connection and the server
-go on.
+:meth:`SocketIOServer.start_background_task`. An exception in a handler goes to the
+``on_error`` hook ``(socket, event, exc)`` or, without one, is logged (logger
+``volleyio.trio.socketio``); no ack is sent; the connection and the server go on.
 
 Sending
 -------
@@ -84,7 +86,10 @@ answer is ignored, nothing leaks). A socket that disconnects while awaited raise
 :class:`DisconnectedError`. :meth:`SocketIOServer.gather` sends one event to many sockets
 and collects their acks until all answered or ``timeout`` elapsed, returning the answers
 that arrived: there a timeout argument is the point (a cancel scope would discard the
-partial result).
+partial result). ``call`` and ``gather`` take ``as_list=True`` to get the ack's argument
+list as received (``[]`` and ``[None]`` stay apart). A handler declaring ``*, ack`` gets
+an :class:`Ack`: ``ack(*args)`` answers once (twice raises :class:`AckError`), from any
+task, or never.
 
 Scaling out
 -----------
@@ -114,6 +119,7 @@ import trio
 
 from .. import engineio as _eio
 from ..socketio import server as _core
+from ..socketio.acks import NO_ACK, AckError, ack_arguments, ack_result
 from ..socketio.adapter import Adapter
 from ..socketio.recovery import RecoveryConfig
 from ..socketio.server import (
@@ -121,12 +127,18 @@ from ..socketio.server import (
     ConnectionRefusedError,
     DisconnectedError,
 )
+from ..metrics import LatencyHistogram
+from ._acks import Ack, wants_ack
+from ._admin import AdminAuth, AdminUI
 from ._cluster import ClusterAdapter
 from ._cluster_api import ClusterOperations
 from ._engineio_server import EngineIOApp, EngineIORequest, EngineIOSession
 from ._errors import EngineIOClosed
 
 __all__ = [
+    "NO_ACK",
+    "Ack",
+    "AckError",
     "ConnectionRefusedError",
     "DisconnectedError",
     "Handshake",
@@ -139,6 +151,8 @@ logger = logging.getLogger("volleyio.trio.socketio")
 
 Handler = Callable[..., Any]
 Middleware = Callable[["Socket", Any], Any]
+#: ``on_error(socket, event, exc)``: sync or async.
+ErrorHook = Callable[["Socket", str, Exception], Any]
 NamespacePredicate = Callable[[str, Any], Union[bool, Awaitable[bool]]]
 Rooms = Union[str, Iterable[str], None]
 _H = TypeVar("_H", bound=Callable[..., Any])
@@ -192,21 +206,23 @@ def _room_list(rooms: Rooms) -> tuple[str, ...]:
     return tuple(rooms)
 
 
-def _ack_args(result: Any) -> tuple[Any, ...]:
-    if result is None:
-        return ()
-    if isinstance(result, tuple):
-        return result
-    return (result,)
+class _AckHandler:
+    """A registered event handler that takes ``ack=`` (an :class:`Ack`) instead of
+    answering with its return value."""
+
+    __slots__ = ("func",)
+
+    def __init__(self, func: Handler) -> None:
+        self.func = func
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:  # what ``_handlers`` hold is callable
+        return self.func(*args, **kwargs)
 
 
-def _ack_value(args: list[Any]) -> Any:
-    """What ``call`` returns: nothing → None, one argument → it, several → a tuple."""
-    if not args:
-        return None
-    if len(args) == 1:
-        return args[0]
-    return tuple(args)
+def _handler_entry(event: str, func: Handler) -> Handler:
+    if event not in ("connect", "disconnect") and wants_ack(func):
+        return _AckHandler(func)
+    return func
 
 
 class _Connection:
@@ -464,14 +480,18 @@ class Socket:
         # No wake-up needed: the transport's waker flushes the frame, and an Engine.IO
         # event the send may cause (slow consumer) is delivered on the next tick.
         self.server.core.emit(self.id, event, *args, volatile=volatile)
+        if self.server._observer is not None:
+            self.server._observer.event_sent(self, event, args)
 
     async def send(self, *args: Any) -> None:
         """``emit("message", *args)``."""
         await self.emit("message", *args)
 
-    async def call(self, event: str, *args: Any) -> Any:
-        """Emit and wait for the client's ack; returns its arguments (None, the one
-        value, or a tuple). Time-bound it with a trio cancel scope."""
+    async def call(self, event: str, *args: Any, as_list: bool = False) -> Any:
+        """Emit and wait for the client's ack; returns its arguments: ``None`` for none,
+        the value for one, a tuple for several -- or, with ``as_list``, the argument list
+        exactly as received (``[]`` and ``[None]`` stay apart). Time-bound it with a trio
+        cancel scope."""
         if not self.connected:
             raise DisconnectedError(f"socket {self.id} is not connected")
         core = self.server.core
@@ -486,6 +506,9 @@ class Socket:
             arrived.set()
 
         self._acks[ack_id] = resolve
+        server = self.server
+        started = trio.current_time()
+        server._acks_sent += 1
         try:
             await arrived.wait()
         finally:
@@ -493,15 +516,22 @@ class Socket:
                 core.cancel_ack(self.id, ack_id)
         if answer[0] is None:
             raise DisconnectedError(f"socket {self.id} disconnected before answering")
-        return _ack_value(answer[0])
+        server.ack_latency.observe(trio.current_time() - started)
+        return ack_result(answer[0], as_list)
 
     async def join(self, rooms: str | Iterable[str]) -> None:
+        server = self.server
         for room in _room_list(rooms):
-            self.server.core.join(self.id, room)
+            server.core.join(self.id, room)
+            if server._observer is not None and self.connected:
+                server._observer.room_changed(self, room, True)
 
     async def leave(self, rooms: str | Iterable[str]) -> None:
+        server = self.server
         for room in _room_list(rooms):
-            self.server.core.leave(self.id, room)
+            server.core.leave(self.id, room)
+            if server._observer is not None and self.connected:
+                server._observer.room_changed(self, room, False)
 
     async def disconnect(self, close: bool = False) -> None:
         """Server-side namespace disconnect (``41``): the client reports "io server
@@ -564,7 +594,7 @@ class Namespace:
         """Register ``handler`` for ``event``; without ``handler``, a decorator."""
 
         def register(func: _H) -> _H:
-            self._handlers[event] = func
+            self._handlers[event] = _handler_entry(event, func)
             return func
 
         if handler is not None:
@@ -573,7 +603,7 @@ class Namespace:
 
     def event(self, handler: _H) -> _H:
         """Decorator: the function's name is the event."""
-        self._handlers[handler.__name__] = handler
+        self._handlers[handler.__name__] = _handler_entry(handler.__name__, handler)
         return handler
 
     def use(self, middleware: Middleware) -> Middleware:
@@ -605,26 +635,36 @@ class Namespace:
         await self.emit("message", *args, to=to, skip=skip)
 
     async def gather(
-        self, event: str, *args: Any, to: Rooms = None, skip: Rooms = None, timeout: float, local: bool = False
+        self,
+        event: str,
+        *args: Any,
+        to: Rooms = None,
+        skip: Rooms = None,
+        timeout: float,
+        as_list: bool = False,
+        local: bool = False,
     ) -> dict[str, Any]:
         """Broadcast expecting an ack from every receiver; waits until all answered (or
         disconnected) or ``timeout`` seconds passed. Returns ``{socket id: ack value}`` for
-        the answers that arrived (the value as :meth:`Socket.call` returns it). With a
-        cluster adapter, the sockets of every server answer (unless ``local``; see
-        :meth:`SocketIOServer.gather`)."""
+        the answers that arrived (the value as :meth:`Socket.call` returns it, with the
+        same ``as_list``). With a cluster adapter, the sockets of every server answer
+        (unless ``local``; see :meth:`SocketIOServer.gather`)."""
         server = self.server
         if server._cluster is not None and not local:
-            return await server._cluster_gather(self, event, args, to, skip, timeout)
+            return await server._cluster_gather(self, event, args, to, skip, timeout, as_list)
         core = server.core
         rooms, except_rooms = _room_list(to), _room_list(skip)
         results: dict[str, Any] = {}
         waiting: dict[str, tuple[Socket, int]] = {}
         done = trio.Event()
+        started = trio.current_time()
+        latency = server.ack_latency
 
         def resolver(sid: str) -> Callable[[list[Any] | None], None]:
             def resolve(args: list[Any] | None) -> None:
                 if waiting.pop(sid, None) is not None and args is not None:
-                    results[sid] = _ack_value(args)
+                    results[sid] = ack_result(args, as_list)
+                    latency.observe(trio.current_time() - started)
                 if not waiting:
                     done.set()
 
@@ -639,6 +679,7 @@ class Namespace:
                     continue
                 waiting[sid] = (socket, ack_id)
                 socket._acks[ack_id] = resolver(sid)
+        server._acks_sent += len(waiting)
         try:
             if waiting:
                 with trio.move_on_after(timeout):
@@ -732,6 +773,7 @@ class SocketIOServer(ClusterOperations):
         adapter: Adapter | ClusterAdapter | None = None,
         engineio_config: _eio.ServerConfig | None = None,
         connection_state_recovery: RecoveryConfig | bool = False,
+        on_error: ErrorHook | None = None,
     ) -> None:
         if not path.startswith("/"):
             raise ValueError("path must start with '/'")
@@ -789,6 +831,14 @@ class SocketIOServer(ClusterOperations):
         self._nursery: trio.Nursery | None = None
         self._timer_changed = trio.Event()
         self._timer_at = math.inf
+        self._on_error: ErrorHook | None = on_error
+        #: Latency of the acknowledgements this server waited for (``call``, ``gather``),
+        #: in seconds: read by :mod:`volleyio.metrics`.
+        self.ack_latency = LatencyHistogram()
+        self._acks_sent = 0  # acknowledgements asked of clients (call, gather receivers)
+        # The admin UI instrumentation (``instrument()``), None when off: one check per event.
+        self._observer: Any = None
+        self._admin: AdminUI | None = None
 
     # ------------------------------------------------------------------ registration
 
@@ -849,6 +899,18 @@ class SocketIOServer(ClusterOperations):
     def use(self, middleware: Middleware, *, namespace: str = "/") -> Middleware:
         return self.of(namespace).use(middleware)
 
+    def on_error(self, hook: ErrorHook) -> ErrorHook:
+        """Set the hook ``hook(socket, event, exc)`` (sync or async) that sees every
+        exception raised by a handler of this server: ``event`` is the event name
+        (``"connect"``, ``"disconnect"`` for those handlers and middlewares). Without a
+        hook the exception is logged (logger ``volleyio.trio.socketio``). Either way the
+        client gets no acknowledgement for that event (a connect handler's failure refuses
+        the connection with ``"Internal server error"``) and the connection goes on. The
+        hook runs in the connection's handler sequence; its own exceptions are logged.
+        Usable as a decorator; also the ``on_error=`` constructor option."""
+        self._on_error = hook
+        return hook
+
     # ------------------------------------------------------------------ application API
 
     @property
@@ -879,12 +941,14 @@ class SocketIOServer(ClusterOperations):
     async def send(self, *args: Any, to: Rooms = None, skip: Rooms = None, namespace: str | None = None) -> None:
         await self.emit("message", *args, to=to, skip=skip, namespace=namespace)
 
-    async def call(self, event: str, *args: Any, to: str, namespace: str | None = None) -> Any:
+    async def call(
+        self, event: str, *args: Any, to: str, namespace: str | None = None, as_list: bool = False
+    ) -> Any:
         """Emit to socket ``to`` and wait for its ack (see :meth:`Socket.call`)."""
         socket = self.get_socket(to)
         if socket is None or (namespace is not None and socket.namespace != namespace):
             raise DisconnectedError(f"no connected socket {to!r}")
-        return await socket.call(event, *args)
+        return await socket.call(event, *args, as_list=as_list)
 
     async def gather(
         self,
@@ -894,14 +958,16 @@ class SocketIOServer(ClusterOperations):
         skip: Rooms = None,
         namespace: str | None = None,
         timeout: float,
+        as_list: bool = False,
         local: bool = False,
     ) -> dict[str, Any]:
         """Broadcast with acks (see :meth:`Namespace.gather`). With a cluster adapter the
         sockets of every server answer: keys are socket ids, except for answers from
         Node servers (their adapter does not say which socket answered): ``"~0"``,
-        ``"~1"``..."""
+        ``"~1"``... Across the cluster an answer carries only its first argument (the
+        Node adapters' wire format), so ``as_list`` gives ``[value]`` for a remote answer."""
         return await self._namespace_for(namespace, to).gather(
-            event, *args, to=to, skip=skip, timeout=timeout, local=local
+            event, *args, to=to, skip=skip, timeout=timeout, as_list=as_list, local=local
         )
 
     # Socket ids are unique across namespaces: ``namespace`` is accepted for
@@ -909,14 +975,23 @@ class SocketIOServer(ClusterOperations):
 
     async def enter_room(self, sid: str, room: str, namespace: str | None = None) -> None:
         self.core.join(sid, room)
+        self._room_changed(sid, room, True)
 
     async def leave_room(self, sid: str, room: str, namespace: str | None = None) -> None:
         self.core.leave(sid, room)
+        self._room_changed(sid, room, False)
 
     async def close_room(self, room: str, namespace: str = "/") -> None:
         """Make every member leave ``room``."""
         for sid in self.of(namespace).members(room):
             self.core.leave(sid, room)
+            self._room_changed(sid, room, False)
+
+    def _room_changed(self, sid: str, room: str, joined: bool) -> None:
+        if self._observer is not None:
+            socket = self._sockets.get(sid)
+            if socket is not None and socket.connected:
+                self._observer.room_changed(socket, room, joined)
 
     def rooms(self, sid: str, namespace: str | None = None) -> frozenset[str]:
         return self.core.rooms(sid)
@@ -934,6 +1009,37 @@ class SocketIOServer(ClusterOperations):
             self.core.disconnect(sid)
         self._route_events_nowait()
         self._flush()
+
+    def instrument(
+        self,
+        *,
+        auth: AdminAuth,
+        namespace: str = "/admin",
+        readonly: bool = False,
+        server_id: str | None = None,
+        mode: Literal["development", "production"] = "development",
+        stats_interval: float = 2.0,
+    ) -> AdminUI:
+        """Speak the protocol of the Socket.IO Admin UI (``@socket.io/admin-ui``) on
+        ``namespace``, so its dashboard shows this server's sockets, rooms, namespaces
+        and events and can act on them (see :doc:`observability`). ``auth``: ``False``,
+        ``{"type": "basic", "username": ..., "password": <bcrypt hash>}`` (needs the
+        ``bcrypt`` package) or ``{"type": "basic", "username": ...,
+        "plaintext_password": ...}``. ``readonly`` refuses the dashboard's operations;
+        ``mode="production"`` sends only the statistics (no per-socket and per-event
+        reports). Returns the :class:`volleyio.trio.AdminUI` object."""
+        if self._admin is not None:
+            raise RuntimeError("this server is instrumented already")
+        admin = AdminUI(
+            self, auth=auth, namespace=namespace, readonly=readonly, server_id=server_id, mode=mode,
+            stats_interval=stats_interval,
+        )
+        self._admin = admin
+        if admin.development:
+            self._observer = admin
+        if self._nursery is not None:
+            self._nursery.start_soon(admin.run)
+        return admin
 
     def start_background_task(self, func: Callable[..., Awaitable[Any]], *args: Any) -> None:
         """Run ``func(*args)`` in the server's nursery (errors are logged)."""
@@ -954,17 +1060,37 @@ class SocketIOServer(ClusterOperations):
         host: str | None = "127.0.0.1",
         port: int = 0,
         *,
+        metrics_path: str | None = None,
+        metrics_registry: Any = None,
         task_status: trio.TaskStatus[Any] = trio.TASK_STATUS_IGNORED,
         **serve_options: Any,
     ) -> None:
         """Serve Socket.IO on ``path`` until cancelled: ``server = await
         nursery.start(sio.serve, host, port)`` gives the ``WebSocketServer``. Other options
-        go to :func:`volleyio.trio.serve` (``handler=`` and ``mounts=`` are merged)."""
+        go to :func:`volleyio.trio.serve` (``handler=`` and ``mounts=`` are merged).
+
+        ``metrics_path`` (e.g. ``"/metrics"``): answer ``GET`` there with the Prometheus
+        exposition (needs ``prometheus-client``, see :mod:`volleyio.metrics`) of
+        ``metrics_registry`` -- by default a registry of its own holding this server's
+        :class:`~volleyio.metrics.VolleyioCollector` (and the front door's connection
+        counts); a registry you pass is served as it is. ``process_request`` still sees
+        every other request."""
         from ._server import serve
 
         mounts = dict(serve_options.pop("mounts", None) or {})
         mounts[self.path] = self.app
         handler = serve_options.pop("handler", None)
+        if metrics_path is not None:
+            from ..metrics import MetricsEndpoint, VolleyioCollector
+
+            endpoint = MetricsEndpoint(
+                metrics_registry, path=metrics_path, next=serve_options.pop("process_request", None)
+            )
+            if metrics_registry is None:
+                collector = VolleyioCollector(self)
+                endpoint.register(collector)
+                task_status = _AddFrontDoor(task_status, collector)
+            serve_options["process_request"] = endpoint
         await serve(handler, host, port, mounts=mounts, task_status=task_status, **serve_options)
 
     # ------------------------------------------------------------------ running
@@ -981,6 +1107,8 @@ class SocketIOServer(ClusterOperations):
                     await nursery.start(self._cluster.run, self)
                 await nursery.start(self._run_engineio)
                 nursery.start_soon(self._timer_loop)
+                if self._admin is not None:
+                    nursery.start_soon(self._admin.run)
                 task_status.started()
         finally:
             self._nursery = None
@@ -1184,6 +1312,8 @@ class SocketIOServer(ClusterOperations):
                     was_connected = socket.connected
                     socket._disconnected()
                     if was_connected:
+                        if self._observer is not None:
+                            self._observer.socket_disconnected(socket, event.reason)
                         self._enqueue(socket._connection, ("disconnect", socket, event.reason))
             # SocketConnected: the connect flow already knows
 
@@ -1198,33 +1328,70 @@ class SocketIOServer(ClusterOperations):
             handler = socket.nsp._handlers.get("disconnect")
             if handler is not None:
                 try:
-                    await self._guarded(handler, (socket, reason), "disconnect")
-                except _HandlerFailed:
-                    pass
+                    await _maybe_await(handler(socket, reason))
+                except Exception as exc:  # noqa: BLE001
+                    await self._handler_failed(socket, "disconnect", exc)
 
     async def _run_event(self, socket: Socket, event: _core.EventReceived) -> None:
         handlers = socket.nsp._handlers
         name = event.event
-        handler = handlers.get(name if name.__class__ is str else str(name))
+        handler: Any = handlers.get(name if name.__class__ is str else str(name))
+        if self._observer is not None:
+            self._observer.event_received(socket, name, event.args)
         catch_all = handler is None
+        ack: Ack | None = None
         try:
             if not catch_all:
-                result = handler(socket, *event.args)  # type: ignore[misc]
+                if handler.__class__ is _AckHandler:
+                    ack = self._ack_for(socket, event.ack_id)
+                    result = handler.func(socket, *event.args, ack=ack)
+                else:
+                    result = handler(socket, *event.args)
             else:
                 handler = handlers.get("*")
                 if handler is None:
                     return  # no listener: no ack either (Node)
-                result = handler(socket, name, *event.args)
+                if handler.__class__ is _AckHandler:
+                    ack = self._ack_for(socket, event.ack_id)
+                    result = handler.func(socket, name, *event.args, ack=ack)
+                else:
+                    result = handler(socket, name, *event.args)
             if result.__class__ is CoroutineType or inspect.isawaitable(result):
                 result = await result
-        except Exception:  # noqa: BLE001 - an application bug never takes the server down
-            logger.exception("Socket.IO handler %s failed", "*" if catch_all else repr(name))
+        except Exception as exc:  # noqa: BLE001 - an application bug never takes the server down
+            await self._handler_failed(socket, str(name), exc)
             return
-        if event.ack_id is not None:
+        if event.ack_id is not None and ack is None:
+            answer = ack_arguments(result)
+            if answer is None:
+                return  # NO_ACK: the handler declines to answer
             try:
-                self.core.ack(socket.id, event.ack_id, *_ack_args(result))
+                self.core.ack(socket.id, event.ack_id, *answer)
             except (ValueError, TypeError) as exc:  # SocketIOEncodeError: NaN, too deep, ...
                 logger.error("ack of %r cannot be encoded: %s", name, exc)
+        elif ack is not None and result is not None:
+            logger.warning("handler of %r takes ack=: its return value %r is not sent", name, result)
+
+    def _ack_for(self, socket: Socket, ack_id: int | None) -> Ack:
+        if ack_id is None:
+            return Ack(None)
+        core, sid = self.core, socket.id
+
+        def send(args: tuple[Any, ...]) -> None:
+            core.ack(sid, ack_id, *args)
+
+        return Ack(send)
+
+    async def _handler_failed(self, socket: Socket, event: str, exc: Exception) -> None:
+        """A handler raised: the ``on_error`` hook sees it, or it is logged."""
+        hook = self._on_error
+        if hook is None:
+            logger.error("Socket.IO handler %r of %s failed", event, socket.namespace, exc_info=exc)
+            return
+        try:
+            await _maybe_await(hook(socket, event, exc))
+        except Exception:  # noqa: BLE001
+            logger.exception("on_error hook failed (handling %r of %s: %r)", event, socket.namespace, exc)
 
     async def _run_connect(self, connection: _Connection, request: _core.ConnectRequested) -> None:
         core = self.core
@@ -1249,9 +1416,9 @@ class SocketIOServer(ClusterOperations):
             # The OSError of that name (python-socketio accepts it too): its text may
             # describe the server's own network, so it is not sent.
             refusal = _core.ConnectRefused("Connection refused by server")
-        except Exception:  # noqa: BLE001 - a buggy connect handler refuses, it does not crash
-            logger.exception("Socket.IO connect handler of %s failed", nsp.name)
+        except Exception as exc:  # noqa: BLE001 - a buggy connect handler refuses, it does not crash
             refusal = _core.ConnectRefused("Internal server error")
+            await self._handler_failed(socket, "connect", exc)
         if refusal is not None:
             self._sockets.pop(socket.id, None)
             core.refuse_connect(request.eio_sid, request.namespace, refusal)
@@ -1261,6 +1428,8 @@ class SocketIOServer(ClusterOperations):
             socket.connected = True
             nsp.sockets[socket.id] = socket
             connection.sockets[nsp.name] = socket
+            if self._observer is not None:
+                self._observer.socket_connected(socket)
         self._route_events_nowait()
 
     # ------------------------------------------------------------------ namespaces
@@ -1302,6 +1471,18 @@ class SocketIOServer(ClusterOperations):
                     return parent
             raise ValueError(f"unknown namespace {namespace!r}")
         return nsp
+
+
+class _AddFrontDoor:
+    """A task status that also hands the started ``WebSocketServer`` to a collector."""
+
+    def __init__(self, task_status: trio.TaskStatus[Any], collector: Any) -> None:
+        self._task_status = task_status
+        self._collector = collector
+
+    def started(self, value: Any = None) -> None:
+        self._collector.add(value)
+        self._task_status.started(value)
 
 
 class _HandlerFailed(Exception):
