@@ -113,7 +113,10 @@ def build_server(log: list[dict[str, Any]], **recovery: Any) -> SocketIOServer:
             room = socket.data["room"]
             for i in range(1, MISSED + 1):  # the client is away: it misses all of these
                 await sio.emit("news", i, to=room)
-                await sio.emit("direct", i, to=socket.id)
+                if i % 2:
+                    await sio.emit("direct", i, to=socket.id)
+                else:  # the disconnected Socket object: kept for its recovery too (Node)
+                    await socket.emit("direct", i)
 
     @sio.on("state")
     async def state(socket: Socket) -> dict[str, Any]:

@@ -476,10 +476,14 @@ class Socket:
         return len(self._acks)
 
     async def emit(self, event: str, *args: Any, volatile: bool = False) -> None:
-        """Send an event to this socket (dropped silently once it is disconnected)."""
+        """Send an event to this socket (dropped silently once it is disconnected; with
+        connection state recovery it is kept for the socket's recovery, as Node does)."""
         # No wake-up needed: the transport's waker flushes the frame, and an Engine.IO
         # event the send may cause (slow consumer) is delivered on the next tick.
-        self.server.core.emit(self.id, event, *args, volatile=volatile)
+        core = self.server.core
+        if core.emit(self.id, event, *args, volatile=volatile) is None and core.recovery is not None and not volatile:
+            if core.socket_info(self.id) is None:  # gone: a broadcast to its own room is kept
+                core.broadcast(self.namespace, event, *args, rooms=(self.id,))
         if self.server._observer is not None:
             self.server._observer.event_sent(self, event, args)
 
