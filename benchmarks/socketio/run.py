@@ -29,6 +29,8 @@ Scenarios:
   bcast  1,000 clients in one room; client 0 emits "bcast", the server emits "tick" to the
          room; the next broadcast starts once all 1,000 deliveries arrived. Time from the
          trigger to the last delivery (mean, p50, p99) and server CPU ms per broadcast.
+Server "volleyio-recovery" is volleyio with ``connection_state_recovery=True`` (opt-in,
+``--servers volleyio,volleyio-recovery``): the cost of the recovery bookkeeping.
 Server CPU is user+system time of the server process (all threads) from /proc/PID/stat,
 read after every client connected and before any disconnect (a warm-up run precedes it).
 Measures and prints only; nothing asserts.

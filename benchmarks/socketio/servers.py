@@ -26,12 +26,12 @@ def ready() -> None:
     print("ready", flush=True)
 
 
-def run_volleyio(port: int) -> None:
+def run_volleyio(port: int, recovery: bool = False) -> None:
     import trio
 
     import volleyio.trio as vt
 
-    sio = vt.SocketIOServer()
+    sio = vt.SocketIOServer(connection_state_recovery=recovery)
 
     @sio.on("connect")
     async def connect(socket: vt.Socket, auth: Any) -> None:
@@ -289,6 +289,8 @@ def run_node(port: int, pure_js: bool = False) -> None:
 
 SERVERS = {
     "volleyio": run_volleyio,
+    # The same with connection state recovery on: every broadcast gets an offset and is kept.
+    "volleyio-recovery": lambda port: run_volleyio(port, recovery=True),
     "python-socketio": run_python_socketio,
     "node-socket.io": run_node,
     "floor": run_floor,

@@ -29,6 +29,7 @@ from .packets import (
     encode_packet,
     is_payload_valid,
 )
+from .recovery import RecoveryConfig, RecoveryStore
 from .server import (
     DEFER,
     INVALID_NAMESPACE,
@@ -83,6 +84,8 @@ __all__ = [
     "NamespaceState",
     "Packet",
     "PacketType",
+    "RecoveryConfig",
+    "RecoveryStore",
     "SendBufferFullError",
     "SocketConnected",
     "SocketDisconnected",

@@ -90,6 +90,9 @@ __all__ = [
 
 #: Packets kept per namespace while it is not connected.
 DEFAULT_BUFFER_LIMIT = 1024
+#: Events a server may send for a namespace before answering its CONNECT (a Node server
+#: replays missed packets first, connection state recovery); more is a protocol error.
+MAX_EARLY_EVENTS = 100_000
 
 #: The JS client's connect_error message for a CONNECT answer without ``sid``.
 V2_SERVER_MESSAGE = (
@@ -155,8 +158,12 @@ class SendBufferFullError(VolleyError):
 
 @dataclass(frozen=True, slots=True)
 class ClientConnected:
+    """``recovered``: connection state recovery gave this namespace its earlier socket id,
+    rooms and data back (the events it missed follow, before anything new)."""
+
     namespace: str
     sid: str
+    recovered: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -234,7 +241,10 @@ class _Buffered:
 
 
 class _Namespace:
-    __slots__ = ("name", "state", "sid", "next_ack_id", "sent_acks", "buffer", "end_reason")
+    __slots__ = (
+        "name", "state", "sid", "next_ack_id", "sent_acks", "buffer", "end_reason",
+        "pid", "offset", "recovered", "early",
+    )
 
     def __init__(self, name: str) -> None:
         self.name = name
@@ -244,6 +254,14 @@ class _Namespace:
         self.sent_acks: set[int] = set()
         self.buffer: deque[_Buffered] = deque()
         self.end_reason: str | None = None
+        # Connection state recovery: the private session id of the CONNECT answer and
+        # the offset of the last event received (sent back on the next CONNECT).
+        self.pid: str | None = None
+        self.offset: str | None = None
+        self.recovered = False
+        # Events that arrive before the CONNECT answer (a Node server replays missed
+        # packets first): handed out right after it, as the JS client does.
+        self.early: list[Packet] = []
 
 
 class SocketIOClient:
@@ -279,6 +297,11 @@ class SocketIOClient:
     def state(self, namespace: str) -> NamespaceState | None:
         ns = self._namespaces.get(namespace)
         return ns.state if ns is not None else None
+
+    def recovered(self, namespace: str = "/") -> bool:
+        """Whether the namespace's current connection recovered the previous one's state."""
+        ns = self._namespaces.get(namespace)
+        return ns is not None and ns.state is NamespaceState.CONNECTED and ns.recovered
 
     def sid(self, namespace: str = "/") -> str | None:
         """The namespace socket id while connected (distinct from the Engine.IO sid)."""
@@ -380,6 +403,12 @@ class SocketIOClient:
         ns = self._namespaces[namespace]
         if ns.state is not NamespaceState.DISCONNECTED:
             raise RuntimeError(f"namespace {namespace!r} is {ns.state.value}")
+        if ns.pid is not None:  # ask for connection state recovery (the JS client's format)
+            recovery: dict[str, Any] = {"pid": ns.pid}
+            if ns.offset is not None:
+                recovery["offset"] = ns.offset
+            auth = {**recovery, **(auth or {})}
+        ns.early = []
         self._outgoing.extend(encode_packet(Packet(PacketType.CONNECT, namespace, auth)))
         ns.state = NamespaceState.CONNECTING
 
@@ -479,6 +508,8 @@ class SocketIOClient:
         ns.state = NamespaceState.ENDED
         ns.sid = None
         ns.end_reason = reason
+        ns.pid = ns.offset = None  # ended on purpose: the next join is a fresh one
+        ns.early = []
         lost = sorted(ns.sent_acks) + [item.ack_id for item in ns.buffer if item.ack_id is not None]
         ns.sent_acks.clear()
         ns.buffer.clear()
@@ -518,11 +549,18 @@ class SocketIOClient:
             elif state is NamespaceState.LEAVING:
                 ns.state = NamespaceState.ENDED
             return
+        if state is NamespaceState.CONNECTING and kind in (PacketType.EVENT, PacketType.BINARY_EVENT):
+            if len(ns.early) >= MAX_EARLY_EVENTS:  # bounded: a server that never answers
+                self._close_reason = PARSE_ERROR
+                self._outgoing = []
+                self._drop_connection(PARSE_ERROR, events)
+            else:
+                ns.early.append(packet)
+            return
         if state is not NamespaceState.CONNECTED or ns.sid is None:
             return
         if kind in (PacketType.EVENT, PacketType.BINARY_EVENT):
-            event, *args = packet.data
-            events.append(ClientEventReceived(ns.name, ns.sid, event, args, packet.id))
+            self._event(ns, packet, events)
         elif kind in (PacketType.ACK, PacketType.BINARY_ACK):
             if packet.id is not None and packet.id in ns.sent_acks:
                 ns.sent_acks.discard(packet.id)
@@ -534,15 +572,31 @@ class SocketIOClient:
         if not isinstance(sid, str) or not sid:
             self._refuse(ns, V2_SERVER_MESSAGE, None, events)
             return
+        pid = data.get("pid")
+        pid = pid if isinstance(pid, str) else None
+        ns.recovered = pid is not None and pid == ns.pid
+        if pid != ns.pid:
+            ns.offset = None
+        ns.pid = pid
         ns.state = NamespaceState.CONNECTED
         ns.sid = sid
-        events.append(ClientConnected(ns.name, sid))
+        events.append(ClientConnected(ns.name, sid, ns.recovered))
+        early, ns.early = ns.early, []
+        for early_packet in early:
+            self._event(ns, early_packet, events)
         # the buffer goes out right behind the CONNECT answer, in emit order
         while ns.buffer:
             item = ns.buffer.popleft()
             self._outgoing.extend(item.messages)
             if item.ack_id is not None:
                 ns.sent_acks.add(item.ack_id)
+
+    def _event(self, ns: _Namespace, packet: Packet, events: list[ClientSocketIOEvent]) -> None:
+        assert ns.sid is not None
+        event, *args = packet.data
+        events.append(ClientEventReceived(ns.name, ns.sid, event, args, packet.id))
+        if ns.pid is not None and args and isinstance(args[-1], str):
+            ns.offset = args[-1]  # the offset is the last element (as the JS client reads it)
 
     def _refuse(
         self, ns: _Namespace, message: str, data: Any, events: list[ClientSocketIOEvent],

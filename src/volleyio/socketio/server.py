@@ -34,6 +34,7 @@ from typing import Any, Protocol, Union
 from ..engineio import server as eio
 from ..errors import VolleyError
 from .adapter import Adapter, BroadcastOptions, InMemoryAdapter
+from .recovery import RECOVERABLE_REASONS, RecoveryConfig, RecoveryStore, RestoredSession, SavedSession
 from .packets import (
     DEFAULT_MAX_ATTACHMENTS,
     MAX_ACK_ID,
@@ -184,6 +185,11 @@ class ConnectRequested:
     namespace: str
     auth: Any
     sid: str = ""
+    #: Connection state recovery: the socket got its earlier id, rooms and ``data`` back.
+    recovered: bool = False
+    #: Why a recovery the client asked for (``pid``/``offset`` in its auth) was refused:
+    #: "unknown session", "session expired" or "offset unavailable" (else ``None``).
+    recovery_refused: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -203,19 +209,24 @@ class SocketIOConfig:
     connect_timeout_ms: int = 45_000
     max_attachments: int = DEFAULT_MAX_ATTACHMENTS
     namespaces: Mapping[str, NamespaceConfig] = field(default_factory=lambda: {"/": NamespaceConfig()})
+    #: Connection state recovery (off when ``None``), see ``volleyio.socketio.recovery``.
+    recovery: RecoveryConfig | None = None
 
 
 # ------------------------------------------------------------------------------ state
 
 
 class _Socket:
-    __slots__ = ("sid", "namespace", "eio_sid", "pending_acks", "held")
+    __slots__ = ("sid", "namespace", "eio_sid", "pending_acks", "held", "pid", "data", "connected")
 
     def __init__(self, sid: str, namespace: str, eio_sid: str) -> None:
         self.sid = sid
         self.namespace = namespace
         self.eio_sid = eio_sid
         self.pending_acks: set[int] = set()
+        self.pid: str | None = None  # private session id (connection state recovery)
+        self.data: Any = None  # the application's data, kept with the session
+        self.connected = False
         # Messages for a socket whose CONNECT is still being decided (None once accepted).
         self.held: list[Sequence[Any]] | None = None
 
@@ -265,6 +276,11 @@ class SocketIOServer:
         self._event_waker: Callable[[], None] | None = None
         self._deadlines: list[tuple[float, int, str]] = []
         self._counter = itertools.count()
+        #: Connection state recovery store (``None`` when recovery is off).
+        self.recovery: RecoveryStore | None = None
+        if self.config.recovery is not None:
+            self.recovery = RecoveryStore(self.config.recovery)
+        self._now = 0.0  # the latest time a caller told us (packets recorded by emit)
 
     # ------------------------------------------------------------------ namespaces
 
@@ -284,17 +300,23 @@ class SocketIOServer:
             self.engineio_disconnected(event.sid, event.reason.value)
 
     def engineio_connected(self, eio_sid: str, now: float) -> None:
+        self._now = now
         deadline = now + self.config.connect_timeout_ms / 1000
         self._connections[eio_sid] = _Connection(eio_sid, self.config.max_attachments, deadline)
         heapq.heappush(self._deadlines, (deadline, next(self._counter), eio_sid))
 
-    def engineio_disconnected(self, eio_sid: str, reason: str) -> None:
+    def engineio_disconnected(self, eio_sid: str, reason: str, now: float | None = None) -> None:
+        """``now`` dates a kept session (connection state recovery; default: the latest
+        time this core was given)."""
+        if now is not None:
+            self._now = now
         connection = self._connections.pop(eio_sid, None)
         if connection is not None:
             connection.open = False
             self._drop_sockets(connection, reason)
 
     def engineio_message(self, eio_sid: str, data: str | bytes, now: float) -> None:
+        self._now = now
         connection = self._connections.get(eio_sid)
         if connection is None or not connection.open:
             return
@@ -318,6 +340,7 @@ class SocketIOServer:
         return None
 
     def handle_timers(self, now: float) -> None:
+        self._now = now
         while self._deadlines and self._deadlines[0][0] <= now:
             deadline, _, eio_sid = heapq.heappop(self._deadlines)
             connection = self._connections.get(eio_sid)
@@ -345,7 +368,14 @@ class SocketIOServer:
         if with_ack:
             ack_id = self._next_ack_id(socket.namespace)
             socket.pending_acks.add(ack_id)
-        self._deliver_socket(socket, _encode(PacketType.EVENT, socket.namespace, [event, *args], ack_id), volatile)
+        recovery = self.recovery
+        if recovery is not None and ack_id is None and not volatile:
+            # Kept for replay, as a broadcast to the socket's own room (Node does the same).
+            messages = _encode(PacketType.EVENT, socket.namespace, [event, *args, recovery.next_offset()], None)
+            recovery.record(BroadcastOptions(socket.namespace, frozenset((sid,))), messages, self._now)
+        else:
+            messages = _encode(PacketType.EVENT, socket.namespace, [event, *args], ack_id)
+        self._deliver_socket(socket, messages, volatile)
         return ack_id
 
     def cancel_ack(self, sid: str, ack_id: int) -> None:
@@ -410,12 +440,20 @@ class SocketIOServer:
         if event in RESERVED_EVENTS:
             raise ValueError(f"{event!r} is a reserved event name")
         ack_id = self._next_ack_id(namespace) if with_ack else None
-        messages: Sequence[Any] = _encode(PacketType.EVENT, namespace, [event, *args], ack_id)
-        if self.prepare is not None:
-            messages = [self.prepare(message) for message in messages]
+        recovery = self.recovery
+        if recovery is not None and ack_id is None and not volatile:
+            # The offset is the packet's last data element (Node's SessionAwareAdapter).
+            messages: Sequence[Any] = _encode(PacketType.EVENT, namespace, [event, *args, recovery.next_offset()], None)
+        else:
+            recovery = None
+            messages = _encode(PacketType.EVENT, namespace, [event, *args], ack_id)
         options = BroadcastOptions(
             namespace, frozenset(rooms), frozenset(except_rooms), frozenset(except_sids), volatile
         )
+        if recovery is not None:
+            recovery.record(options, messages, self._now)
+        if self.prepare is not None:
+            messages = [self.prepare(message) for message in messages]
         reached: list[str] = []
         sockets = self._sockets
         send = self.transport.send
@@ -499,9 +537,21 @@ class SocketIOServer:
             self._send_connect_error(connection, namespace, refusal)
 
     def close_connection(self, eio_sid: str, now: float) -> None:
+        self._now = now
         connection = self._connections.get(eio_sid)
         if connection is not None:
             self._close_connection(connection, "server shutting down", now)
+
+    def socket_data(self, sid: str) -> Any:
+        """The application data kept with a socket's session (``None`` if unknown)."""
+        socket = self._sockets.get(sid)
+        return socket.data if socket is not None else None
+
+    def set_socket_data(self, sid: str, data: Any) -> None:
+        """Set the data a kept session carries (connection state recovery gives it back)."""
+        socket = self._sockets.get(sid)
+        if socket is not None:
+            socket.data = data
 
     def socket_info(self, sid: str) -> tuple[str, str] | None:
         """``(namespace, eio_sid)`` of a connected socket."""
@@ -554,6 +604,11 @@ class SocketIOServer:
         self.adapter.leave_all(socket.namespace, socket.sid)
 
     def _remove_socket(self, socket: _Socket, reason: str) -> None:
+        recovery = self.recovery
+        if recovery is not None and socket.connected and socket.pid is not None and reason in RECOVERABLE_REASONS:
+            rooms = tuple(self.adapter.rooms_of(socket.namespace, socket.sid))
+            recovery.persist(SavedSession(socket.sid, socket.pid, socket.namespace, rooms, socket.data, self._now))
+        socket.connected = False
         self._sockets.pop(socket.sid, None)
         self.adapter.leave_all(socket.namespace, socket.sid)
         self._emit_event(SocketDisconnected(socket.sid, socket.namespace, reason))
@@ -596,24 +651,54 @@ class SocketIOServer:
             self._send_connect_error(connection, namespace, ConnectRefused(INVALID_NAMESPACE))
             return
         auth = packet.data if packet.data is not None else {}
+        restored, refused = self._restore(auth, namespace)
         if config.authorize is not None:
             decision = config.authorize(ConnectAttempt(connection.eio_sid, namespace, auth))
             if isinstance(decision, _Defer):
-                socket = self._new_socket(connection, namespace)
-                socket.held = []
+                socket = self._new_socket(connection, namespace, restored)
                 connection.pending[namespace] = (auth, socket)
-                self._emit_event(ConnectRequested(connection.eio_sid, namespace, auth, socket.sid))
+                self._emit_event(
+                    ConnectRequested(connection.eio_sid, namespace, auth, socket.sid, restored is not None, refused)
+                )
                 return
             if decision is not None:
                 self._send_connect_error(connection, namespace, decision)
                 return
-        self._accept(connection, self._new_socket(connection, namespace), auth)
+        self._accept(connection, self._new_socket(connection, namespace, restored), auth)
 
-    def _new_socket(self, connection: _Connection, namespace: str) -> _Socket:
+    def _restore(self, auth: Any, namespace: str) -> tuple[RestoredSession | None, str | None]:
+        """Connection state recovery: the session a CONNECT's ``pid``/``offset`` ask for,
+        or why not (both ``None`` when not asked, or recovery is off)."""
+        if self.recovery is None or not isinstance(auth, dict):
+            return None, None
+        pid, offset = auth.get("pid"), auth.get("offset")
+        if not isinstance(pid, str) or not isinstance(offset, str):
+            return None, None
+        result = self.recovery.restore(pid, offset, namespace, self._now)
+        if isinstance(result, str):
+            return None, result
+        if result.sid in self._sockets:  # pragma: no cover - a session is restored once
+            return None, "unknown session"
+        return result, None
+
+    def _new_socket(self, connection: _Connection, namespace: str, restored: RestoredSession | None = None) -> _Socket:
+        if restored is not None:
+            socket = _Socket(restored.sid, namespace, connection.eio_sid)
+            socket.pid = restored.pid
+            socket.data = restored.data
+            for room in restored.rooms:
+                self.adapter.join(namespace, socket.sid, room)
+            # The missed packets go out right after the CONNECT answer, before anything new.
+            socket.held = list(restored.missed)
+            self._sockets[socket.sid] = socket
+            return socket
         sid = secrets.token_urlsafe(15)
         while sid in self._sockets or sid == connection.eio_sid:  # pragma: no cover - 120 random bits
             sid = secrets.token_urlsafe(15)
         socket = _Socket(sid, namespace, connection.eio_sid)
+        socket.held = []
+        if self.recovery is not None:
+            socket.pid = secrets.token_urlsafe(15)
         self._sockets[sid] = socket
         return socket
 
@@ -622,8 +707,10 @@ class SocketIOServer:
         held, socket.held = socket.held, None
         connection.sockets[namespace] = socket
         connection.connect_deadline = None
+        socket.connected = True
         self.adapter.join(namespace, sid, sid)  # every socket is in the room named after its id
-        self._deliver(connection.eio_sid, encode_packet(Packet(PacketType.CONNECT, namespace, {"sid": sid})))
+        answer = {"sid": sid} if socket.pid is None else {"sid": sid, "pid": socket.pid}
+        self._deliver(connection.eio_sid, encode_packet(Packet(PacketType.CONNECT, namespace, answer)))
         for messages in held or ():
             self._deliver(connection.eio_sid, messages)
         self._emit_event(SocketConnected(sid, namespace, connection.eio_sid, auth))

@@ -246,6 +246,13 @@ class SocketIOClient:
         """The socket id in ``namespace`` while connected (not the Engine.IO sid)."""
         return self._core.sid(namespace)
 
+    def recovered(self, namespace: str = "/") -> bool:
+        """Connection state recovery: the current connection of ``namespace`` got the
+        previous one's socket id, rooms and data back, and the events missed meanwhile
+        were delivered before anything new (the client sends the ``pid`` and offset it
+        kept on every reconnect; the server decides)."""
+        return self._core.recovered(namespace)
+
     def is_connected(self, namespace: str = "/") -> bool:
         return self._core.state(namespace) is NamespaceState.CONNECTED
 

@@ -123,6 +123,7 @@ from ..socketio import server as _core
 from ..socketio.acks import NO_ACK, AckError, ack_arguments, ack_result
 from ..socketio.adapter import Adapter
 from ..socketio.client_files import ClientFiles
+from ..socketio.recovery import RecoveryConfig
 from ..socketio.server import (
     INVALID_NAMESPACE,
     ConnectionRefusedError,
@@ -409,15 +410,32 @@ class Socket:
     ``eio_sid``); ``auth`` is the CONNECT payload; ``data`` is free for the application.
     """
 
-    def __init__(self, server: SocketIOServer, nsp: Namespace, sid: str, connection: _Connection, auth: Any) -> None:
+    def __init__(
+        self,
+        server: SocketIOServer,
+        nsp: Namespace,
+        sid: str,
+        connection: _Connection,
+        auth: Any,
+        recovered: bool = False,
+        recovery_refused: str | None = None,
+    ) -> None:
         self.server = server
         self.nsp = nsp
         #: The namespace socket id (distinct from the Engine.IO session id ``eio_sid``).
         self.id = sid
         #: The CONNECT payload (``{}`` when the client sent none).
         self.auth = auth
-        #: Free for the application (python-socketio's session).
-        self.data: dict[str, Any] = {}
+        #: Connection state recovery: this socket got back the id, rooms and ``data`` of
+        #: a socket whose connection broke, and the packets it missed are replayed.
+        self.recovered = recovered
+        #: Why the recovery the client asked for was refused ("unknown session",
+        #: "session expired", "offset unavailable"); ``None`` if recovered or not asked.
+        self.recovery_refused = recovery_refused
+        self._data: Any = server.core.socket_data(sid) if recovered else None
+        if self._data is None:
+            self._data = {}
+            server.core.set_socket_data(sid, self._data)
         self.connected = False
         self._connection = connection
         self._issued = time.time() * 1000
@@ -427,6 +445,18 @@ class Socket:
     @property
     def namespace(self) -> str:
         return self.nsp.name
+
+    @property
+    def data(self) -> Any:
+        """Free for the application (a dict at first). With connection state recovery
+        it is kept with the session and given back to the recovered socket (the same
+        object in one process; with a cluster it must be msgpack-encodable)."""
+        return self._data
+
+    @data.setter
+    def data(self, value: Any) -> None:
+        self._data = value
+        self.server.core.set_socket_data(self.id, value)
 
     @property
     def handshake(self) -> Handshake:
@@ -453,10 +483,14 @@ class Socket:
         return len(self._acks)
 
     async def emit(self, event: str, *args: Any, volatile: bool = False) -> None:
-        """Send an event to this socket (dropped silently once it is disconnected)."""
+        """Send an event to this socket (dropped silently once it is disconnected; with
+        connection state recovery it is kept for the socket's recovery, as Node does)."""
         # No wake-up needed: the transport's waker flushes the frame, and an Engine.IO
         # event the send may cause (slow consumer) is delivered on the next tick.
-        self.server.core.emit(self.id, event, *args, volatile=volatile)
+        core = self.server.core
+        if core.emit(self.id, event, *args, volatile=volatile) is None and core.recovery is not None and not volatile:
+            if core.socket_info(self.id) is None:  # gone: a broadcast to its own room is kept
+                core.broadcast(self.namespace, event, *args, rooms=(self.id,))
         if self.server._observer is not None:
             self.server._observer.event_sent(self, event, args)
 
@@ -729,7 +763,10 @@ class SocketIOServer(ClusterOperations):
     attribute of the same name switches it later), ``cluster_polling`` (with a Redis
     cluster adapter: ``True`` or a :class:`ClusterPolling` lets any node serve any
     request of any session, so the balancer need not be sticky; see the "Cluster
-    adapters" page).
+    adapters" page), ``connection_state_recovery`` (``True`` or a
+    :class:`~volleyio.socketio.RecoveryConfig`: Socket.IO 4.6 connection state recovery,
+    see "Connection state recovery" in the docs; one process only for now, a cluster
+    adapter is refused).
     """
 
     def __init__(
@@ -751,6 +788,7 @@ class SocketIOServer(ClusterOperations):
         max_queue: int = 16,
         adapter: Adapter | ClusterAdapter | None = None,
         engineio_config: _eio.ServerConfig | None = None,
+        connection_state_recovery: RecoveryConfig | bool = False,
         on_error: ErrorHook | None = None,
         serve_client: bool = True,
         cluster_polling: bool | ClusterPolling = False,
@@ -777,6 +815,11 @@ class SocketIOServer(ClusterOperations):
                 cookie=cookie,
             )
         self.max_queue = max_queue
+        recovery = RecoveryConfig() if connection_state_recovery is True else connection_state_recovery or None
+        if recovery is not None and isinstance(adapter, ClusterAdapter):
+            # Offsets would be local to one process and other nodes' broadcasts would
+            # not be kept: a recovery could then replay with a gap. Refuse instead.
+            raise ValueError("connection_state_recovery is not supported with a cluster adapter yet")
         #: The cluster adapter (None: this server is alone).
         self._cluster = adapter if isinstance(adapter, ClusterAdapter) else None
         rooms: Adapter | None = self._cluster.rooms if self._cluster is not None else adapter  # type: ignore[assignment]
@@ -808,6 +851,7 @@ class SocketIOServer(ClusterOperations):
                 connect_timeout_ms=max(1, round(connect_timeout * 1000)),
                 max_attachments=max_attachments,
                 namespaces={},
+                recovery=recovery,
             ),
             rooms,
             prepare=_eio.PreparedPacket,
@@ -1264,7 +1308,7 @@ class SocketIOServer(ClusterOperations):
         if connection.closed:
             return
         connection.closed = True
-        self.core.engineio_disconnected(connection.eio_sid, _REASONS.get(reason, reason))
+        self.core.engineio_disconnected(connection.eio_sid, _REASONS.get(reason, reason), trio.current_time())
         self._connections.pop(connection.eio_sid, None)
         self._route_events_nowait()
         connection.wake_all()
@@ -1402,11 +1446,13 @@ class SocketIOServer(ClusterOperations):
         if nsp is None:
             core.refuse_connect(request.eio_sid, request.namespace, _core.ConnectRefused(INVALID_NAMESPACE))
             return
-        socket = Socket(self, nsp, request.sid, connection, request.auth)
+        socket = Socket(self, nsp, request.sid, connection, request.auth, request.recovered, request.recovery_refused)
         self._sockets[socket.id] = socket
         refusal: _core.ConnectRefused | None = None
+        recovery = self.core.config.recovery
+        skip_middlewares = request.recovered and recovery is not None and recovery.skip_middlewares
         try:
-            for middleware in list(nsp._middlewares):
+            for middleware in [] if skip_middlewares else list(nsp._middlewares):
                 await _maybe_await(middleware(socket, request.auth))
             handler = nsp._handlers.get("connect")
             if handler is not None and await _maybe_await(handler(socket, request.auth)) is False:
