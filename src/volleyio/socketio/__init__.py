@@ -29,7 +29,7 @@ from .packets import (
     encode_packet,
     is_payload_valid,
 )
-from .recovery import RecoveryConfig, RecoveryStore
+from .recovery import RecoveryConfig, RecoveryStore, RestoredSession
 from .server import (
     DEFER,
     INVALID_NAMESPACE,
@@ -86,6 +86,7 @@ __all__ = [
     "PacketType",
     "RecoveryConfig",
     "RecoveryStore",
+    "RestoredSession",
     "SendBufferFullError",
     "SocketConnected",
     "SocketDisconnected",

@@ -185,7 +185,7 @@ class ConnectRequested:
     namespace: str
     auth: Any
     sid: str = ""
-    #: Connection state recovery: the socket got its earlier id, rooms and ``data`` back.
+    #: With connection state recovery on, True when the socket got its earlier id, rooms and ``data`` back.
     recovered: bool = False
     #: Why a recovery the client asked for (``pid``/``offset`` in its auth) was refused:
     #: "unknown session", "session expired" or "offset unavailable" (else ``None``).

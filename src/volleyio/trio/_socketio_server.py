@@ -426,7 +426,7 @@ class Socket:
         self.id = sid
         #: The CONNECT payload (``{}`` when the client sent none).
         self.auth = auth
-        #: Connection state recovery: this socket got back the id, rooms and ``data`` of
+        #: With connection state recovery on, True when this socket got back the id, rooms and ``data`` of
         #: a socket whose connection broke, and the packets it missed are replayed.
         self.recovered = recovered
         #: Why the recovery the client asked for was refused ("unknown session",
