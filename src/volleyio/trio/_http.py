@@ -54,18 +54,23 @@ class Request:
     @property
     def headers(self) -> list[tuple[str, str]]:
         """``[(lower-cased name, value), ...]`` in order (validated by h11 on arrival)."""
-        out: list[tuple[str, str]] = []
-        # h11 accepts bare LF line endings as well as CRLF (RFC 9112 section 2.2).
-        lines = self.raw_head.decode("latin-1").split("\n")[1:]
-        for line in lines:
-            line = line.rstrip("\r")
+        # As h11 reads a head: lines end in LF (a CR before it is dropped); an obsolete
+        # fold joins its line to the previous one with one space (leading whitespace of
+        # the continuation removed, the previous line kept as it was); then each value is
+        # stripped of spaces and tabs at both ends.
+        raw_lines: list[list[str]] = []  # each header line with its folded continuations
+        for line in self.raw_head.decode("latin-1").split("\n")[1:]:
+            if line.endswith("\r"):
+                line = line[:-1]
             if not line:
                 continue
-            if line[0] in " \t" and out:  # obsolete line folding (h11 accepted it)
-                name, value = out[-1]
-                out[-1] = (name, value + " " + line.strip())
+            if line[0] in " \t" and raw_lines:
+                raw_lines[-1].append(line.lstrip(" \t"))
                 continue
-            name, _, value = line.partition(":")
+            raw_lines.append([line])
+        out: list[tuple[str, str]] = []
+        for parts in raw_lines:
+            name, _, value = " ".join(parts).partition(":")
             out.append((name.strip().lower(), value.strip(" \t")))
         return out
 
